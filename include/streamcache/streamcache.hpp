@@ -1,0 +1,4 @@
+// Umbrella header: everything public in streamcache.
+#pragma once
+
+#include "streamcache/clock.hpp"
