@@ -2,3 +2,4 @@
 #pragma once
 
 #include "streamcache/clock.hpp"
+#include "streamcache/generator.hpp"
