@@ -1,0 +1,136 @@
+// Trace replay for hit-ratio measurements: every implementation sits behind the same
+// `double replay(const std::vector<uint64_t>& trace, uint64_t size)` signature, so a new
+// column (the concurrent Cache, say) is one more ReplayColumn.
+//
+// Replay model (as in ../shared/anchors.md): for each key, get; on a miss, insert.
+// Hit ratio = hits / accesses, cold misses included.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "streamcache/detail/intrusive_list.hpp"
+#include "streamcache/detail/tiny_lfu_policy.hpp"
+
+namespace streamcache::bench {
+
+using ReplayFn = double (*)(const std::vector<uint64_t>& trace, uint64_t size);
+
+struct ReplayColumn {
+  const char* name;
+  ReplayFn replay;
+};
+
+/// A fixed, well-mixed 64-bit hash (murmur3's finalizer). Deterministic on purpose: absl::Hash is
+/// seeded per process, which would make replays differ (slightly) from run to run.
+inline uint64_t replay_hash(uint64_t key) {
+  key ^= key >> 33;
+  key *= 0xff51afd7ed558ccdULL;
+  key ^= key >> 33;
+  key *= 0xc4ceb9fe1a85ec53ULL;
+  key ^= key >> 33;
+  return key;
+}
+
+/// Exact LRU: the baseline column.
+inline double replay_lru(const std::vector<uint64_t>& trace, uint64_t size) {
+  if (trace.empty()) return 0;
+  struct Node {
+    uint64_t key;
+    detail::ListHook links;
+  };
+  std::vector<Node> nodes;
+  absl::flat_hash_map<uint64_t, detail::NodeId> index;
+  auto links_of = [&nodes](detail::NodeId id) -> detail::ListHook& { return nodes[id].links; };
+  detail::IntrusiveList<decltype(links_of)> order(links_of);
+  uint64_t hits = 0;
+  for (const uint64_t key : trace) {
+    if (auto it = index.find(key); it != index.end()) {
+      ++hits;
+      order.move_to_back(it->second);
+      continue;
+    }
+    if (size == 0) continue;
+    detail::NodeId id;
+    if (index.size() < size) {
+      id = static_cast<detail::NodeId>(nodes.size());
+      nodes.push_back(Node{key, {}});
+    } else {  // full: reuse the least recently used node
+      id = order.pop_front();
+      index.erase(nodes[id].key);
+      nodes[id].key = key;
+    }
+    index.emplace(key, id);
+    order.push_back(id);
+  }
+  return static_cast<double>(hits) / static_cast<double>(trace.size());
+}
+
+/// A single-threaded stand-in for the concurrent Cache that drives TinyLfuPolicy the way the
+/// cache does: nodes in an arena addressed by NodeId (freed ids are reused), a map key -> id,
+/// on_access for a hit, on_insert for a miss followed by evict_if_needed() (the cache runs its
+/// maintenance after writes). Unit weights, so `size` is the entry capacity.
+class PolicySimulator {
+ public:
+  struct Node {
+    uint64_t key = 0;
+    detail::TinyLfuHook hook;
+  };
+  struct HookOf {
+    std::vector<Node>* nodes;
+    detail::TinyLfuHook& operator()(detail::NodeId id) const { return (*nodes)[id].hook; }
+  };
+
+  explicit PolicySimulator(uint64_t size, const detail::TinyLfuTuning& tuning = {})
+      : policy_(size, HookOf{&nodes_}, tuning) {}
+  PolicySimulator(const PolicySimulator&) = delete;
+  PolicySimulator& operator=(const PolicySimulator&) = delete;
+
+  /// One access of the replay model; returns whether it hit.
+  bool access(uint64_t key) {
+    const uint64_t hash = replay_hash(key);
+    if (auto it = index_.find(key); it != index_.end()) {
+      policy_.on_access(it->second, hash);
+      return true;
+    }
+    if (policy_.max_weight() == 0) return false;  // the cache keeps nothing
+    detail::NodeId id;
+    if (!free_.empty()) {
+      id = free_.back();
+      free_.pop_back();
+    } else {
+      id = static_cast<detail::NodeId>(nodes_.size());
+      // The policy holds a pointer to the vector, not to its elements: growing is fine.
+      nodes_.emplace_back();
+    }
+    nodes_[id].key = key;
+    index_.emplace(key, id);
+    policy_.on_insert(id, hash, 1);
+    policy_.evict_if_needed([this](detail::NodeId victim) {
+      index_.erase(nodes_[victim].key);
+      free_.push_back(victim);
+      return true;
+    });
+    return false;
+  }
+
+  const detail::TinyLfuPolicy<HookOf>& policy() const { return policy_; }
+  size_t size() const { return index_.size(); }
+
+ private:
+  std::vector<Node> nodes_;
+  std::vector<detail::NodeId> free_;
+  absl::flat_hash_map<uint64_t, detail::NodeId> index_;
+  detail::TinyLfuPolicy<HookOf> policy_;
+};
+
+inline double replay_tiny_lfu(const std::vector<uint64_t>& trace, uint64_t size) {
+  if (trace.empty()) return 0;
+  PolicySimulator sim(size);
+  uint64_t hits = 0;
+  for (const uint64_t key : trace) hits += sim.access(key) ? 1 : 0;
+  return static_cast<double>(hits) / static_cast<double>(trace.size());
+}
+
+}  // namespace streamcache::bench

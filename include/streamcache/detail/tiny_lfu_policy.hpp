@@ -1,0 +1,516 @@
+// The cache's size-eviction policy: W-TinyLFU with an adaptive window (Caffeine's design).
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+#include "streamcache/detail/frequency_sketch.hpp"
+#include "streamcache/detail/intrusive_list.hpp"
+
+namespace streamcache::detail {
+
+/// The policy's knobs. The defaults are what we measured best over all the anchor traces
+/// (docs/notes/policy.md); Caffeine's values are noted where ours differ.
+struct TinyLfuTuning {
+  double initial_window = 0.01;      // window share at start
+  double main_protected = 0.80;      // protected share of the main space
+  double step_percent = 0.0625;      // hill climber's first step, share of the capacity
+  double step_decay = 0.98;          // step shrinks by this factor each period
+  double restart_threshold = 0.05;   // a hit-rate change this large restarts the step size
+  double sample_factor = 10;         // hill-climber period, in requests per unit of capacity
+  uint32_t aging_factor = 10;        // sketch ages after this many increments per entry
+};
+
+/// Per-entry state the policy keeps inside the cache's node.
+struct TinyLfuHook {
+  static constexpr uint8_t kNone = 0;       // not in the policy
+  static constexpr uint8_t kWindow = 1;     // admission window (LRU)
+  static constexpr uint8_t kProbation = 2;  // main space, seen once in main
+  static constexpr uint8_t kProtected = 3;  // main space, hit again while in main
+
+  ListHook links;
+  uint32_t weight = 0;
+  uint8_t region = kNone;
+};
+static_assert(sizeof(TinyLfuHook) <= 16, "the hook lives in every cache node");
+
+/// W-TinyLFU (Einziger, Friedman, Manes: "TinyLFU: A Highly Efficient Cache Admission Policy"),
+/// as Caffeine implements it, including its hill-climbing window:
+///
+/// - A new entry enters the *window*, an LRU holding a small share of the capacity. What falls
+///   out of the window becomes a *candidate* for the main space, an SLRU of *probation* and
+///   *protected* (80% of main) segments. When the cache is over capacity, the candidate is
+///   compared with the probation segment's LRU *victim* by their FrequencySketch estimates, and
+///   the less popular one is evicted. A probation entry that is hit moves to protected;
+///   protected overflow is demoted back to probation's MRU end.
+/// - The window's share adapts (Caffeine 2.7+): every sample period (the sketch's aging period,
+///   10 x capacity increments) the hit rate of the period is compared with the previous one; if
+///   it improved, the window keeps moving in the same direction, else it reverses. Steps start
+///   at 6.25% of the capacity and decay by 2% a period; a hit-rate jump of 5 points restarts
+///   them. So a recency-biased workload grows the window towards LRU, and a frequency-biased
+///   one shrinks it towards a pure TinyLFU-admitted SLRU.
+///
+/// Invariants (checked by check_invariants(), which the tests call after random operations):
+/// - every contained node is in exactly the list its `region` names; region == kNone otherwise;
+/// - window_weight() + probation_weight() + protected_weight() == weighted_size(), each being
+///   the sum of the weights of its list's nodes, and entry_count() the total number of nodes;
+/// - window_maximum() + protected_maximum() <= max_weight().
+/// protected_weight() may exceed protected_maximum() between calls: demotion is deferred to
+/// evict_if_needed() (as Caffeine defers it to the end of a maintenance cycle).
+///
+/// NodeIds are the cache's arena indices: the policy keeps one 4-byte sketch fingerprint per id
+/// in a vector indexed by id (the 16-byte hook has no room for it, and the eviction decision
+/// needs the victim's and the candidate's key hashes).
+///
+/// Not thread-safe: the cache applies buffered reads and writes under its maintenance lock.
+/// Every operation is O(1) amortized.
+template <class HookOf>  // HookOf: cheap copyable callable NodeId -> TinyLfuHook&
+class TinyLfuPolicy {
+ public:
+  static constexpr uint32_t kAdmitHashDosThreshold = 16;
+  /// Entries moved between segments per call, so that one call stays bounded; the rest of a
+  /// large window resize is carried over to the next call.
+  static constexpr int kQueueTransferThreshold = 1000;
+
+  TinyLfuPolicy(uint64_t max_weight, HookOf hook_of, const TinyLfuTuning& tuning = {})
+      : tuning_(tuning),
+        hook_of_(hook_of),
+        window_(LinksOf{hook_of}),
+        probation_(LinksOf{hook_of}),
+        protected_(LinksOf{hook_of}),
+        max_weight_(max_weight) {
+    // window = max - floor(0.99 * max), computed without a 64-bit overflow: ceil(1%) of max.
+    const uint64_t main = scale(1 - tuning_.initial_window, max_weight);
+    window_max_ = max_weight - main;
+    protected_max_ = scale(tuning_.main_protected, main);
+    // Negative: the first move shrinks the window (Caffeine starts the same way).
+    step_size_ = -tuning_.step_percent * static_cast<double>(max_weight_);
+    sketch_.set_aging_factor(tuning_.aging_factor);
+  }
+
+  TinyLfuPolicy(const TinyLfuPolicy&) = delete;
+  TinyLfuPolicy& operator=(const TinyLfuPolicy&) = delete;
+
+  /// A new entry: it enters the window's MRU end. A node already in the policy is treated as
+  /// on_update().
+  void on_insert(NodeId id, uint64_t hash, uint32_t weight) {
+    if (contains(id)) {
+      on_update(id, hash, weight);
+      return;
+    }
+    TinyLfuHook& hook = hook_of_(id);
+    hook.weight = weight;
+    hook.region = TinyLfuHook::kWindow;
+    window_.push_back(id);
+    window_weight_ += weight;
+    weighted_size_ += weight;
+    ++entry_count_;
+    set_fingerprint(id, hash);
+    // The sketch is allocated once the cache is half full (Caffeine's rule): a cache that never
+    // fills, such as an unbounded one, never pays for it. It is sized by entries, not weight,
+    // and grows with the entry count (weighted entries: the count is not known up front).
+    if (!sketch_.initialized()) {
+      if (weighted_size_ >= max_weight_ / 2 + max_weight_ % 2 && max_weight_ > 0) {
+        sketch_.ensure_capacity(std::min(max_weight_, std::max<uint64_t>(2 * entry_count_, 1)));
+        sample_period_ = std::max<uint64_t>(1, scale(tuning_.sample_factor, std::min(max_weight_, 2 * entry_count_)));
+      }
+    } else if (entry_count_ > sketch_.capacity() && sketch_.capacity() < FrequencySketch::kMaxCapacity) {
+      sketch_.ensure_capacity(std::min(max_weight_, 4 * entry_count_));
+    }
+    sketch_.increment(hash);
+    ++misses_in_sample_;
+  }
+
+  /// A read hit: counts towards the key's popularity and refreshes its recency.
+  void on_access(NodeId id, uint64_t hash) {
+    if (!contains(id)) return;
+    sketch_.increment(hash);
+    touch(id);
+    ++hits_in_sample_;
+  }
+
+  /// The value was replaced: an access plus a weight change.
+  void on_update(NodeId id, uint64_t hash, uint32_t new_weight) {
+    if (!contains(id)) return;
+    TinyLfuHook& hook = hook_of_(id);
+    const uint32_t old_weight = hook.weight;
+    hook.weight = new_weight;
+    region_weight(hook.region) += new_weight;
+    region_weight(hook.region) -= old_weight;
+    weighted_size_ += new_weight;
+    weighted_size_ -= old_weight;
+    set_fingerprint(id, hash);
+    sketch_.increment(hash);
+    touch(id);
+  }
+
+  /// Removed by the cache (explicitly, or expired).
+  void on_remove(NodeId id) {
+    if (!contains(id)) return;
+    unlink(id);
+  }
+
+  bool contains(NodeId id) const { return hook_of_(id).region != TinyLfuHook::kNone; }
+
+  /// Moves the window's overflow into probation, then, while weighted_size() > max_weight(),
+  /// evicts the loser of each candidate-versus-victim duel. For each one calls evict(id) -> bool
+  /// (true: the cache removed it; false: it was already gone) and then unlinks the node, in
+  /// both cases. Entries of weight 0 are never chosen. Finally it performs the deferred
+  /// protected-segment demotion and the window adaptation. Call it after every batch of
+  /// operations applied to the policy. `evict` must not call back into the policy.
+  template <class Evict>
+  void evict_if_needed(Evict&& evict) {
+    const NodeId first_candidate = evict_from_window();
+    if (weighted_size_ > max_weight_) evict_from_main(first_candidate, evict);
+    climb();
+  }
+
+  uint64_t weighted_size() const { return weighted_size_; }
+  uint64_t max_weight() const { return max_weight_; }
+  uint64_t entry_count() const { return entry_count_; }
+
+  // Introspection, for tests, benchmarks and docs.
+  uint64_t window_weight() const { return window_weight_; }
+  uint64_t probation_weight() const { return probation_weight_; }
+  uint64_t protected_weight() const { return protected_weight_; }
+  uint64_t window_maximum() const { return window_max_; }
+  uint64_t protected_maximum() const { return protected_max_; }
+  const FrequencySketch& sketch() const { return sketch_; }
+  /// The estimated popularity of a key, 0..15.
+  uint32_t frequency(uint64_t hash) const { return sketch_.frequency(hash); }
+
+  /// Walks every list and checks the invariants listed in the class comment; O(entries).
+  bool check_invariants() const {
+    uint64_t count = 0;
+    const auto check_list = [&](const List& list, uint8_t region, uint64_t weight) {
+      uint64_t sum = 0;
+      uint64_t n = 0;
+      NodeId prev = kNoNode;
+      for (NodeId id = list.front(); id != kNoNode; id = list.next(id)) {
+        const TinyLfuHook& hook = hook_of_(id);
+        if (hook.region != region || hook.links.prev != prev) return false;
+        sum += hook.weight;
+        prev = id;
+        if (++n > list.size()) return false;
+      }
+      count += n;
+      return n == list.size() && prev == list.back() && sum == weight;
+    };
+    return check_list(window_, TinyLfuHook::kWindow, window_weight_) &&
+           check_list(probation_, TinyLfuHook::kProbation, probation_weight_) &&
+           check_list(protected_, TinyLfuHook::kProtected, protected_weight_) &&
+           count == entry_count_ &&
+           window_weight_ + probation_weight_ + protected_weight_ == weighted_size_ &&
+           window_max_ + protected_max_ <= max_weight_;
+  }
+
+ private:
+  /// Adapts HookOf (NodeId -> TinyLfuHook&) to what IntrusiveList wants (NodeId -> ListHook&).
+  struct LinksOf {
+    HookOf hook_of;
+    ListHook& operator()(NodeId id) const { return hook_of(id).links; }
+  };
+  using List = IntrusiveList<LinksOf>;
+
+  /// floor(fraction * x), saturating at x (fraction <= 1) or UINT64_MAX: a double cast of a value
+  /// near 2^64 would be undefined behaviour.
+  static uint64_t scale(double fraction, uint64_t x) {
+    const double scaled = std::floor(std::max(fraction, 0.0) * static_cast<double>(x));
+    if (scaled >= 18446744073709551616.0) return UINT64_MAX;
+    const auto result = static_cast<uint64_t>(scaled);
+    return fraction <= 1 ? std::min(result, x) : result;
+  }
+
+  uint64_t& region_weight(uint8_t region) {
+    switch (region) {
+      case TinyLfuHook::kWindow:
+        return window_weight_;
+      case TinyLfuHook::kProbation:
+        return probation_weight_;
+      default:
+        return protected_weight_;
+    }
+  }
+  List& region_list(uint8_t region) {
+    switch (region) {
+      case TinyLfuHook::kWindow:
+        return window_;
+      case TinyLfuHook::kProbation:
+        return probation_;
+      default:
+        return protected_;
+    }
+  }
+
+  void set_fingerprint(NodeId id, uint64_t hash) {
+    if (id >= fingerprints_.size()) {
+      // Geometric growth keeps this O(1) amortized; ids are dense arena indices.
+      fingerprints_.resize(std::max<size_t>(size_t{id} + 1, fingerprints_.size() * 2));
+    }
+    fingerprints_[id] = static_cast<uint32_t>(FrequencySketch::fingerprint(hash));
+  }
+  uint32_t fingerprint_of(NodeId id) const { return fingerprints_[id]; }
+
+  /// Recency update on a hit: window and protected entries move to their MRU end; a probation
+  /// entry is promoted to protected (the overflow is demoted later, in climb()).
+  void touch(NodeId id) {
+    TinyLfuHook& hook = hook_of_(id);
+    switch (hook.region) {
+      case TinyLfuHook::kWindow:
+        window_.move_to_back(id);
+        break;
+      case TinyLfuHook::kProbation:
+        if (hook.weight > protected_max_) {
+          probation_.move_to_back(id);  // would not fit in protected at all
+        } else {
+          probation_.remove(id);
+          probation_weight_ -= hook.weight;
+          protected_.push_back(id);
+          protected_weight_ += hook.weight;
+          hook.region = TinyLfuHook::kProtected;
+        }
+        break;
+      default:
+        protected_.move_to_back(id);
+        break;
+    }
+  }
+
+  void unlink(NodeId id) {
+    TinyLfuHook& hook = hook_of_(id);
+    region_list(hook.region).remove(id);
+    region_weight(hook.region) -= hook.weight;
+    weighted_size_ -= hook.weight;
+    --entry_count_;
+    hook.region = TinyLfuHook::kNone;
+  }
+
+  void move(NodeId id, uint8_t to) {
+    TinyLfuHook& hook = hook_of_(id);
+    region_list(hook.region).remove(id);
+    region_weight(hook.region) -= hook.weight;
+    region_list(to).push_back(id);
+    region_weight(to) += hook.weight;
+    hook.region = to;
+  }
+
+  /// Moves the window's LRU entries into probation's MRU end until the window fits its share;
+  /// returns the first one moved (the first candidate), or kNoNode.
+  NodeId evict_from_window() {
+    NodeId first = kNoNode;
+    NodeId id = window_.front();
+    while (window_weight_ > window_max_ && id != kNoNode) {
+      const NodeId next = window_.next(id);
+      if (hook_of_(id).weight != 0) {  // weightless entries cannot make room: leave them be
+        move(id, TinyLfuHook::kProbation);
+        if (first == kNoNode) first = id;
+      }
+      id = next;
+    }
+    return first;
+  }
+
+  template <class Evict>
+  void evict_one(NodeId id, Evict& evict) {
+    static_cast<void>(evict(id));  // either way the node leaves the policy
+    unlink(id);
+  }
+
+  /// Caffeine's evictFromMain: `candidate` walks forward from the first entry that left the
+  /// window (then the window itself), `victim` walks forward from probation's LRU end (then
+  /// protected's, then the window's); each duel evicts the less frequent of the two.
+  template <class Evict>
+  void evict_from_main(NodeId candidate, Evict& evict) {
+    uint8_t victim_queue = TinyLfuHook::kProbation;
+    uint8_t candidate_queue = TinyLfuHook::kProbation;
+    NodeId victim = probation_.front();
+    while (weighted_size_ > max_weight_) {
+      if (candidate == kNoNode && candidate_queue == TinyLfuHook::kProbation) {
+        candidate = window_.front();  // more candidates: the window itself
+        candidate_queue = TinyLfuHook::kWindow;
+      }
+      if (candidate == kNoNode && victim == kNoNode) {
+        if (victim_queue == TinyLfuHook::kProbation) {
+          victim = protected_.front();
+          victim_queue = TinyLfuHook::kProtected;
+          continue;
+        }
+        if (victim_queue == TinyLfuHook::kProtected) {
+          victim = window_.front();
+          victim_queue = TinyLfuHook::kWindow;
+          continue;
+        }
+        break;  // only weightless entries left: cannot happen while weighted_size_ > 0
+      }
+      if (victim != kNoNode && hook_of_(victim).weight == 0) {
+        victim = next_of(victim);
+        continue;
+      }
+      if (candidate != kNoNode && hook_of_(candidate).weight == 0) {
+        candidate = next_of(candidate);
+        continue;
+      }
+      if (victim == kNoNode || candidate == kNoNode) {  // only one left: it goes
+        NodeId& only = victim == kNoNode ? candidate : victim;
+        const NodeId evicted = only;
+        only = next_of(only);
+        evict_one(evicted, evict);
+        continue;
+      }
+      if (candidate == victim) {
+        victim = next_of(victim);
+        evict_one(candidate, evict);
+        candidate = kNoNode;
+        continue;
+      }
+      if (hook_of_(candidate).weight > max_weight_) {  // could never fit (after an update)
+        const NodeId evicted = candidate;
+        candidate = next_of(candidate);
+        evict_one(evicted, evict);
+        continue;
+      }
+      if (admit(fingerprint_of(candidate), fingerprint_of(victim))) {
+        const NodeId evicted = victim;
+        victim = next_of(victim);
+        evict_one(evicted, evict);
+        candidate = next_of(candidate);
+      } else {
+        const NodeId evicted = candidate;
+        candidate = next_of(candidate);
+        evict_one(evicted, evict);
+      }
+    }
+  }
+
+  NodeId next_of(NodeId id) const { return hook_of_(id).links.next; }
+
+  bool admit(uint32_t candidate_fp, uint32_t victim_fp) {
+    const uint32_t victim_freq = sketch_.frequency(victim_fp);
+    const uint32_t candidate_freq = sketch_.frequency(candidate_fp);
+    if (candidate_freq > victim_freq) return true;
+    if (candidate_freq >= kAdmitHashDosThreshold) return (next_random() & 127) == 0;
+    return false;
+  }
+
+  /// xorshift64: deterministic, so that replays (and tests) are reproducible.
+  uint64_t next_random() {
+    random_ ^= random_ << 13;
+    random_ ^= random_ >> 7;
+    random_ ^= random_ << 17;
+    return random_;
+  }
+
+  /// The end of a maintenance cycle: adapt the window, then demote protected overflow.
+  void climb() {
+    determine_adjustment();
+    demote_from_protected();
+    if (adjustment_ > 0) {
+      increase_window();
+    } else if (adjustment_ < 0) {
+      decrease_window();
+    }
+  }
+
+  /// Once per sample period: compares the period's hit rate with the previous one and picks
+  /// the next step (same direction if it improved, else the opposite).
+  void determine_adjustment() {
+    if (!sketch_.initialized()) {  // not yet half full: nothing to learn from
+      previous_hit_rate_ = 0;
+      hits_in_sample_ = misses_in_sample_ = 0;
+      return;
+    }
+    const uint64_t requests = hits_in_sample_ + misses_in_sample_;
+    if (requests < sample_period_) return;
+    const double hit_rate = static_cast<double>(hits_in_sample_) / static_cast<double>(requests);
+    const double change = hit_rate - previous_hit_rate_;
+    const double amount = change >= 0 ? step_size_ : -step_size_;
+    step_size_ = std::abs(change) >= tuning_.restart_threshold
+                     ? tuning_.step_percent * static_cast<double>(max_weight_) * (amount >= 0 ? 1 : -1)
+                     : tuning_.step_decay * amount;
+    previous_hit_rate_ = hit_rate;
+    adjustment_ = static_cast<int64_t>(amount);
+    hits_in_sample_ = misses_in_sample_ = 0;
+  }
+
+  void demote_from_protected() {
+    for (int i = 0; protected_weight_ > protected_max_ && i < kQueueTransferThreshold; ++i) {
+      const NodeId id = protected_.front();
+      if (id == kNoNode) break;
+      move(id, TinyLfuHook::kProbation);
+    }
+  }
+
+  /// Grows the window by up to adjustment_, taking the capacity from protected and moving main's
+  /// LRU entries (probation first) into the window's MRU end.
+  void increase_window() {
+    if (protected_max_ == 0) return;
+    uint64_t quota = std::min(static_cast<uint64_t>(adjustment_), protected_max_);
+    protected_max_ -= quota;
+    window_max_ += quota;
+    demote_from_protected();
+    for (int i = 0; i < kQueueTransferThreshold; ++i) {
+      NodeId id = probation_.front();
+      if (id == kNoNode || quota < hook_of_(id).weight) id = protected_.front();
+      if (id == kNoNode) break;
+      const uint32_t weight = hook_of_(id).weight;
+      if (quota < weight) break;
+      quota -= weight;
+      move(id, TinyLfuHook::kWindow);
+    }
+    // Whatever could not be moved yet stays owed to protected, and is retried next call.
+    protected_max_ += quota;
+    window_max_ -= quota;
+    adjustment_ = static_cast<int64_t>(quota);
+  }
+
+  /// Shrinks the window by up to -adjustment_ (keeping at least 1), moving its LRU entries into
+  /// probation.
+  void decrease_window() {
+    if (window_max_ <= 1) return;
+    uint64_t quota = std::min(static_cast<uint64_t>(-adjustment_), window_max_ - 1);
+    protected_max_ += quota;
+    window_max_ -= quota;
+    for (int i = 0; i < kQueueTransferThreshold; ++i) {
+      const NodeId id = window_.front();
+      if (id == kNoNode) break;
+      const uint32_t weight = hook_of_(id).weight;
+      if (quota < weight) break;
+      quota -= weight;
+      move(id, TinyLfuHook::kProbation);
+    }
+    protected_max_ -= quota;
+    window_max_ += quota;
+    adjustment_ = -static_cast<int64_t>(quota);
+  }
+
+  TinyLfuTuning tuning_;
+  HookOf hook_of_;
+  List window_;
+  List probation_;
+  List protected_;
+  FrequencySketch sketch_;
+  std::vector<uint32_t> fingerprints_;  // by NodeId: FrequencySketch::fingerprint(hash)
+
+  uint64_t max_weight_;
+  uint64_t window_max_ = 0;
+  uint64_t protected_max_ = 0;
+  uint64_t weighted_size_ = 0;
+  uint64_t window_weight_ = 0;
+  uint64_t probation_weight_ = 0;
+  uint64_t protected_weight_ = 0;
+  uint64_t entry_count_ = 0;
+
+  // Hill climber state (one sample period = sketch_.sample_size() requests).
+  uint64_t hits_in_sample_ = 0;
+  uint64_t misses_in_sample_ = 0;
+  double previous_hit_rate_ = 0;
+  double step_size_ = 0;
+  uint64_t sample_period_ = UINT64_MAX;
+  int64_t adjustment_ = 0;  // > 0: grow the window by this much; < 0: shrink it
+
+  uint64_t random_ = 0x9E3779B97F4A7C15ULL;
+};
+
+}  // namespace streamcache::detail
