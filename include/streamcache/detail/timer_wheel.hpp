@@ -113,8 +113,10 @@ class TimerWheel {
   /// passed to `on_due(id)`, which either leaves it descheduled or schedules it
   /// again at its real deadline (> now_ns). Nodes not yet due may be passed too
   /// (see the class comment for how rarely). `on_due` may schedule or
-  /// deschedule any node; it must not call advance(). Nodes are handed over
-  /// roughly in deadline order, exactly so within level 0.
+  /// deschedule any node; it must not call advance(). A node it schedules at a
+  /// deadline <= now_ns goes to the next advance(). Nodes are handed over
+  /// roughly in deadline order: level-0 buckets in tick order, each bucket in
+  /// the order its nodes were scheduled.
   ///
   /// Cost: O(levels) plus O(1) per node handed over. If `on_due` throws, the
   /// nodes not yet handed over stay scheduled and go to the next advance().
