@@ -1,5 +1,6 @@
 // Umbrella header: everything public in streamcache.
 #pragma once
 
+#include "streamcache/broadcast.hpp"
 #include "streamcache/clock.hpp"
 #include "streamcache/generator.hpp"

@@ -1,0 +1,352 @@
+// Broadcast: a bounded multi-producer, multi-subscriber ring that tells a slow
+// subscriber exactly how many messages it missed.
+#pragma once
+
+#include <bit>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <stop_token>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "streamcache/clock.hpp"
+#include "streamcache/detail/broadcast_ring.hpp"
+
+namespace streamcache {
+
+/// What a full ring does when a producer publishes.
+enum class Overflow {
+  /// Producers never wait for subscribers: the oldest message is overwritten and a
+  /// subscriber that had not read it gets kLagged with the exact count it missed.
+  kOverwrite,
+  /// Producers wait (backpressure) until the slowest live subscriber has read the
+  /// message about to be overwritten. Dropping a Subscriber releases them.
+  kBlock,
+};
+
+/// How a waiting subscriber (or a kBlock producer) waits.
+enum class WaitStrategy {
+  /// Spin briefly, then sleep on a futex (std::atomic::wait). A producer pays one
+  /// load and no syscall when nobody sleeps. The right default.
+  kBlocking,
+  /// Spin on std::this_thread::yield(): lower wake-up latency, burns its core when
+  /// there are spare cores, and is fair to other threads when there are none.
+  kYield,
+  /// Busy-spin with a pause instruction: lowest latency, one core per waiter. Only
+  /// when every waiter has a core of its own.
+  kSpin,
+};
+
+struct BroadcastOptions {
+  /// Messages held for subscribers; rounded up to a power of two. A subscriber can
+  /// fall this far behind before it lags (kOverwrite) or holds producers back
+  /// (kBlock). Memory: capacity slots of about sizeof(T) + 8 bytes (+ 4 and an
+  /// std::optional for non-trivially-copyable T). 0 is invalid.
+  size_t capacity = 4096;
+  Overflow overflow = Overflow::kOverwrite;
+  WaitStrategy wait = WaitStrategy::kBlocking;
+};
+
+enum class RecvStatus { kOk, kEmpty, kLagged, kClosed, kTimeout, kCancelled };
+
+template <class T>
+struct Received {
+  RecvStatus status;
+  uint64_t seq;            // kOk: the message's sequence; kLagged: where the subscriber continues
+  uint64_t missed;         // kLagged: exactly how many messages were overwritten unseen
+  std::optional<T> value;  // kOk only
+};
+
+template <class T>
+class Broadcast;
+
+/// One subscriber's view of a Broadcast: its own cursor over the ring. Move-only;
+/// use from one thread at a time. Keeps the ring's shared state alive, so it stays
+/// valid after the Broadcast is destroyed (it then drains what is left and reports
+/// kClosed). Dropping it unsubscribes (a kBlock ring stops waiting for it).
+template <class T>
+class Subscriber {
+ public:
+  Subscriber(Subscriber&& other) noexcept { *this = std::move(other); }
+  Subscriber& operator=(Subscriber&& other) noexcept {
+    if (this != &other) {
+      unsubscribe();
+      ring_ = std::move(other.ring_);
+      gate_ = std::move(other.gate_);
+      next_ = other.next_;
+      missed_total_ = other.missed_total_;
+      pending_missed_ = std::exchange(other.pending_missed_, 0);
+      born_closed_ = other.born_closed_;
+    }
+    return *this;
+  }
+  Subscriber(const Subscriber&) = delete;
+  Subscriber& operator=(const Subscriber&) = delete;
+  ~Subscriber() { unsubscribe(); }
+
+  /// Never waits: kOk, kLagged, kEmpty (nothing new yet) or kClosed (closed and drained).
+  Received<T> try_recv() { return poll(); }
+
+  /// Waits for the next message: kOk, kLagged, kClosed, or kCancelled when `stop` is
+  /// requested while waiting.
+  Received<T> recv(std::stop_token stop = {}) { return wait_recv(std::nullopt, stop); }
+
+  /// As recv(), but gives up with kTimeout after `timeout`.
+  Received<T> recv_for(Clock::duration timeout, std::stop_token stop = {}) {
+    return wait_recv(std::chrono::steady_clock::now() + timeout, stop);
+  }
+
+  /// Waits for at least one message, then appends what is available, up to `max`,
+  /// to `out`. Returns how many it appended: 0 means closed-and-drained or cancelled
+  /// (or max == 0). Lag inside a batch skips ahead and is counted in missed_total().
+  size_t recv_batch(std::vector<T>& out, size_t max, std::stop_token stop = {}) {
+    if (max == 0 || !ring_) return 0;
+    for (;;) {
+      const uint64_t first = next_;
+      size_t appended = 0;
+      bool drained_closed = false;
+      while (appended < max) {
+        if (pending_missed_ != 0) {  // kBlock subscribe_from() that started behind the window
+          missed_total_ += std::exchange(pending_missed_, 0);
+          continue;
+        }
+        if (born_closed_) {
+          drained_closed = true;
+          break;
+        }
+        const detail::ReadStatus status = ring_->read(next_, [&](const T& v) { out.push_back(v); });
+        if (status == detail::ReadStatus::kOk) {
+          ++next_;
+          ++appended;
+        } else if (status == detail::ReadStatus::kOverwritten) {
+          skip_lag();
+        } else {
+          // closed() is read before re-checking the slot: a publish that completed
+          // before close() is then visible to the re-check, and still drained.
+          if (ring_->closed()) {
+            if (ring_->complete(next_)) continue;
+            drained_closed = true;
+          }
+          break;
+        }
+      }
+      if (next_ != first) moved_cursor();
+      if (appended > 0) return appended;
+      if (drained_closed) return 0;
+      if (ring_->wait_readable(next_, std::nullopt, stop) == detail::WaitOutcome::kCancelled) {
+        return 0;
+      }
+    }
+  }
+
+  /// The next sequence this subscriber receives.
+  uint64_t next_seq() const { return next_; }
+
+  /// Messages lost to lag so far, by any recv.
+  uint64_t missed_total() const { return missed_total_ + pending_missed_; }
+
+ private:
+  friend class Broadcast<T>;
+  using Ring = detail::BroadcastRing<T>;
+
+  Subscriber(std::shared_ptr<Ring> ring, uint64_t from, bool born_closed)
+      : ring_(std::move(ring)), next_(from), born_closed_(born_closed) {
+    if (ring_->blocks_producers() && !born_closed_) {
+      gate_ = std::make_unique<detail::GateCursor>();
+      next_ = ring_->register_gate(gate_.get(), from);
+      pending_missed_ = next_ - from;
+    }
+  }
+
+  void unsubscribe() {
+    if (gate_) ring_->unregister_gate(gate_.get());
+    gate_.reset();
+  }
+
+  void moved_cursor() {
+    if (gate_) ring_->advance_gate(gate_.get(), next_);
+  }
+
+  void skip_lag() {
+    const uint64_t target = ring_->lag_target(next_);
+    missed_total_ += target - next_;
+    next_ = target;
+  }
+
+  Received<T> poll() {
+    if (!ring_) return {RecvStatus::kClosed, next_, 0, std::nullopt};
+    if (pending_missed_ != 0) {  // kBlock subscribe_from() that started behind the window
+      const uint64_t missed = std::exchange(pending_missed_, 0);
+      missed_total_ += missed;
+      return {RecvStatus::kLagged, next_, missed, std::nullopt};
+    }
+    if (born_closed_) return {RecvStatus::kClosed, next_, 0, std::nullopt};
+    Received<T> r{RecvStatus::kOk, next_, 0, std::nullopt};
+    switch (ring_->read(next_, [&](const T& v) { r.value.emplace(v); })) {
+      case detail::ReadStatus::kOk:
+        ++next_;
+        moved_cursor();
+        return r;
+      case detail::ReadStatus::kOverwritten: {
+        const uint64_t from = next_;
+        skip_lag();
+        moved_cursor();
+        return {RecvStatus::kLagged, next_, next_ - from, std::nullopt};
+      }
+      case detail::ReadStatus::kNotReady:
+        break;
+    }
+    // Read closed_ first, then re-check the slot: a publish that completed before
+    // close() is visible after seeing closed_ (both seq_cst), so it is still drained.
+    if (ring_->closed() && !ring_->complete(next_)) {
+      return {RecvStatus::kClosed, next_, 0, std::nullopt};
+    }
+    if (ring_->closed()) return poll();  // completed just now, before the close
+    return {RecvStatus::kEmpty, next_, 0, std::nullopt};
+  }
+
+  Received<T> wait_recv(const detail::Deadline& deadline, const std::stop_token& stop) {
+    for (;;) {
+      Received<T> r = poll();
+      if (r.status != RecvStatus::kEmpty) return r;
+      switch (ring_->wait_readable(next_, deadline, stop)) {
+        case detail::WaitOutcome::kReady:
+          break;
+        case detail::WaitOutcome::kTimeout:
+          return {RecvStatus::kTimeout, next_, 0, std::nullopt};
+        case detail::WaitOutcome::kCancelled:
+          return {RecvStatus::kCancelled, next_, 0, std::nullopt};
+      }
+    }
+  }
+
+  std::shared_ptr<Ring> ring_;
+  std::unique_ptr<detail::GateCursor> gate_;  // kBlock only: the cursor producers wait for
+  uint64_t next_ = 1;
+  uint64_t missed_total_ = 0;
+  uint64_t pending_missed_ = 0;
+  bool born_closed_ = false;
+};
+
+/// A bounded ring that delivers every message to every subscriber.
+///
+/// Producers (any threads) publish; each message gets the next sequence, 1, 2, 3...
+/// Each Subscriber has its own cursor and receives, in sequence order, every
+/// message published after it subscribed, unless it lags: under kOverwrite, a
+/// subscriber more than `capacity` behind gets kLagged with the exact number of
+/// messages it missed, then continues at the oldest message still held.
+///
+/// Memory ordering: writes made before publish() are visible to a subscriber that
+/// receives that message. Messages published concurrently with close() may or may
+/// not be delivered; messages whose publish() returned before close() are.
+///
+/// Destroying the Broadcast closes it: live Subscribers drain what is left, then
+/// report kClosed.
+template <class T>
+class Broadcast {
+ public:
+  explicit Broadcast(BroadcastOptions options = {}) : ring_(make_ring(options)) {}
+  Broadcast(Broadcast&&) noexcept = default;
+  Broadcast& operator=(Broadcast&& other) noexcept {
+    if (this != &other) {
+      if (ring_) ring_->close();
+      ring_ = std::move(other.ring_);
+    }
+    return *this;
+  }
+  Broadcast(const Broadcast&) = delete;
+  Broadcast& operator=(const Broadcast&) = delete;
+  ~Broadcast() {
+    if (ring_) ring_->close();
+  }
+
+  /// Publishes from any thread; returns the message's sequence (the first is 1).
+  /// kOverwrite never waits for subscribers; kBlock waits for the slowest one.
+  /// Throws std::logic_error after close() (also when close() interrupts a kBlock wait).
+  uint64_t publish(T value) {
+    const uint64_t seq = claim();
+    publish_claimed(seq, std::move(value));
+    return seq;
+  }
+
+  /// Two-phase publish, first half: reserves the next sequence (for a caller that must
+  /// allocate it under its own lock and fill it after releasing that lock). Never
+  /// blocks under kOverwrite; under kBlock it waits for space like publish().
+  /// Every claimed sequence MUST be passed to publish_claimed(): subscribers and
+  /// published_cursor() stop at an unpublished one. Throws std::logic_error after close().
+  uint64_t claim() { return ring_->claim(); }
+
+  /// Two-phase publish, second half: fills `seq` (from claim()) and makes it visible.
+  /// Producers may finish out of order; published_cursor() and subscribers advance
+  /// over the contiguous prefix only. Never throws if T's move constructor does not
+  /// (if it does, the message is completed as lost, so nobody stalls, and rethrown).
+  /// It waits only for a producer still writing the same slot one lap earlier.
+  void publish_claimed(uint64_t seq, T value) noexcept(std::is_nothrow_move_constructible_v<T>) {
+    ring_->publish_claimed(seq, std::move(value));
+  }
+
+  /// Every sequence <= this is published and visible. Starts at 0.
+  uint64_t published_cursor() const { return ring_->published_cursor(); }
+
+  /// Subscribers drain what is left, then get kClosed; later publish() throws
+  /// std::logic_error; kBlock producers waiting for space are woken and throw.
+  void close() { ring_->close(); }
+
+  /// Receives the messages published after this call. After close(): a subscriber
+  /// that reports kClosed.
+  Subscriber<T> subscribe() { return subscribe_at(ring_->published_cursor() + 1); }
+
+  /// Replays from `seq` while the ring still holds it; otherwise its first receive is
+  /// kLagged with the exact count of the messages it cannot have. `seq` 0 means 1.
+  /// Throws std::invalid_argument if `seq > published_cursor() + 1`.
+  Subscriber<T> subscribe_from(uint64_t seq) {
+    const uint64_t published = ring_->published_cursor();
+    if (seq > published + 1) {
+      throw std::invalid_argument("Broadcast::subscribe_from: seq " + std::to_string(seq) +
+                                  " is beyond published_cursor() + 1 = " +
+                                  std::to_string(published + 1));
+    }
+    return subscribe_at(seq == 0 ? 1 : seq);
+  }
+
+ private:
+  using Ring = detail::BroadcastRing<T>;
+
+  static std::shared_ptr<Ring> make_ring(const BroadcastOptions& options) {
+    if (options.capacity == 0) {
+      throw std::invalid_argument("BroadcastOptions::capacity must be at least 1");
+    }
+    if (options.capacity > (size_t{1} << 40)) {
+      throw std::invalid_argument("BroadcastOptions::capacity must be at most 2^40");
+    }
+    detail::WaitMode mode = detail::WaitMode::kBlocking;
+    switch (options.wait) {
+      case WaitStrategy::kBlocking: mode = detail::WaitMode::kBlocking; break;
+      case WaitStrategy::kYield: mode = detail::WaitMode::kYield; break;
+      case WaitStrategy::kSpin: mode = detail::WaitMode::kSpin; break;
+      default: throw std::invalid_argument("BroadcastOptions::wait is not a WaitStrategy");
+    }
+    bool block = false;
+    switch (options.overflow) {
+      case Overflow::kOverwrite: block = false; break;
+      case Overflow::kBlock: block = true; break;
+      default: throw std::invalid_argument("BroadcastOptions::overflow is not an Overflow");
+    }
+    return std::make_shared<Ring>(std::bit_ceil(options.capacity), block, mode);
+  }
+
+  Subscriber<T> subscribe_at(uint64_t from) {
+    return Subscriber<T>(ring_, from, ring_->closed());
+  }
+
+  std::shared_ptr<Ring> ring_;
+};
+
+}  // namespace streamcache

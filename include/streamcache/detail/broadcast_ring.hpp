@@ -1,0 +1,216 @@
+// The engine behind streamcache::Broadcast: the slots, the sequencer, and the
+// gating of kBlock producers. Shared (std::shared_ptr) by the Broadcast and its
+// Subscribers, so a Subscriber outliving its Broadcast never dangles.
+//
+// Protocol (sequences start at 1; slot of s = s & mask):
+//   producer: 1. s = ++claim_                       (the only RMW every publish pays)
+//             2. kBlock only: wait until every live subscriber has read s - capacity
+//             3. wait for the slot's previous writer (s - capacity) to finish, write the
+//                value, store stamp 2s (release)
+//             4. if a subscriber sleeps: bump the epoch and wake it
+//   subscriber at s: 1. stamp == 2s: copy, re-check the stamp (seqlock) or copy under
+//                       the slot's shared lock
+//                    2. stamp < 2s: not published yet: wait (or kEmpty)
+//                    3. stamp > 2s: overwritten: kLagged, jump to the oldest sequence
+//                       no producer has claimed to overwrite
+// The stamps are the availability buffer: producers finish out of order, and a
+// subscriber reading in sequence order never sees s + 1 before s.
+#pragma once
+
+#include <algorithm>
+#include <atomic>
+#include <bit>
+#include <cstdint>
+#include <limits>
+#include <memory>
+#include <stdexcept>
+#include <stop_token>
+#include <utility>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+#include "streamcache/detail/broadcast_slot.hpp"
+#include "streamcache/detail/broadcast_wait.hpp"
+
+namespace streamcache::detail {
+
+/// A kBlock subscriber's cursor as producers see it: the next sequence it reads.
+struct alignas(kCacheLine) GateCursor {
+  std::atomic<uint64_t> next{0};
+};
+static_assert(sizeof(GateCursor) == kCacheLine);
+
+template <class T>
+class BroadcastRing {
+ public:
+  using Slot = SlotFor<T>;
+  static constexpr uint64_t kNoGate = std::numeric_limits<uint64_t>::max();
+
+  BroadcastRing(size_t capacity, bool block_producers, WaitMode mode)
+      : capacity_(capacity),
+        mask_(capacity - 1),
+        block_producers_(block_producers),
+        mode_(mode),
+        slots_(std::make_unique<Slot[]>(capacity)) {}
+
+  uint64_t capacity() const noexcept { return capacity_; }
+  bool blocks_producers() const noexcept { return block_producers_; }
+  WaitMode mode() const noexcept { return mode_; }
+  bool closed() const noexcept { return closed_.load(); }
+
+  /// Reserves the next sequence. kBlock: waits until the slot is free for every live
+  /// subscriber. Throws std::logic_error once closed (also when close() interrupts
+  /// the wait; that sequence then stays unpublished, which only matters after close).
+  uint64_t claim() {
+    if (closed_.load()) throw std::logic_error("Broadcast: publish after close()");
+    const uint64_t seq = claim_.fetch_add(1) + 1;  // seq_cst: the Dekker handshake with waiting subscribers (see has_claimed)
+    if (block_producers_ && seq > capacity_ && !gate_allows(seq, gate_cache_.load())) {
+      wait_for_gate(seq);
+    }
+    return seq;
+  }
+
+  /// Fills the claimed `seq` and makes it visible. Every claimed sequence must be
+  /// published, or subscribers (and published_cursor) stall at it.
+  void publish_claimed(uint64_t seq, T&& value) noexcept(std::is_nothrow_move_constructible_v<T>) {
+    Slot& slot = slots_[seq & mask_];
+    slot.wait_for_predecessor(seq, capacity_);
+    struct Notify {
+      BroadcastRing* ring;
+      uint64_t seq;
+      ~Notify() {
+        ring->data_parker_.notify_if_waiting();
+        // Keep the published hint close, so published_cursor() scans a short distance.
+        if ((seq & (kHintStride - 1)) == 0) ring->published_cursor();
+      }
+    } notify{this, seq};
+    if constexpr (kUseSeqlock<T>) {
+      slot.write(seq, value);
+    } else {
+      slot.write(seq, std::move(value));
+    }
+  }
+
+  /// The highest s such that every sequence <= s is complete.
+  uint64_t published_cursor() noexcept {
+    uint64_t hint = published_hint_.load(std::memory_order_acquire);  // acquire: pairs with the release CAS below
+    uint64_t end = hint;
+    while (slots_[(end + 1) & mask_].complete(end + 1)) ++end;
+    // release: a caller that reads the new hint also sees the stamps we scanned.
+    while (hint < end && !published_hint_.compare_exchange_weak(
+                             hint, end, std::memory_order_release, std::memory_order_acquire)) {
+    }
+    return std::max(hint, end);
+  }
+
+  uint64_t claimed() const noexcept { return claim_.load(); }
+
+  template <class Sink>
+  ReadStatus read(uint64_t seq, Sink&& sink) const {
+    return slots_[seq & mask_].read(seq, std::forward<Sink>(sink));
+  }
+
+  /// True when `seq` is complete (so read() returns kOk or kOverwritten).
+  bool complete(uint64_t seq) const noexcept { return slots_[seq & mask_].complete(seq); }
+
+  /// Where a subscriber that found `seq` overwritten continues: the oldest sequence
+  /// no producer has claimed to overwrite yet (everything before it is lost to it).
+  uint64_t lag_target(uint64_t seq) const noexcept {
+    const uint64_t claimed_now = claim_.load();
+    const uint64_t oldest = claimed_now >= capacity_ ? claimed_now - capacity_ + 1 : 1;
+    return std::max(seq + 1, oldest);
+  }
+
+  /// Waits until `seq` is complete, the ring is closed, the deadline passes or stop.
+  WaitOutcome wait_readable(uint64_t seq, const Deadline& deadline, const std::stop_token& stop) {
+    return await_condition(
+        mode_, data_parker_, [&] { return complete(seq) || closed_.load(); },
+        // A producer that claimed `seq` before we registered may have checked the
+        // waiter count before it too: its wake-up is not promised, so don't sleep long.
+        [&] { return claim_.load() >= seq; }, deadline, stop);
+  }
+
+  /// Registers a kBlock subscriber whose first wanted sequence is `from`. Returns the
+  /// sequence it may really start at: `from`, or later if producers that claimed
+  /// before the registration may already be overwriting `from` (then the gap is
+  /// reported to the subscriber as lag).
+  uint64_t register_gate(GateCursor* cursor, uint64_t from) {
+    absl::MutexLock lock(&gate_mu_);
+    // Lower the cache first (seq_cst), then read claim_ (seq_cst): a producer either
+    // claimed before our read (and is accounted for below) or sees the lowered cache.
+    gate_cache_.store(std::min(gate_cache_.load(), from));
+    const uint64_t claimed_now = claim_.load();
+    if (claimed_now >= capacity_) from = std::max(from, claimed_now - capacity_ + 1);
+    cursor->next.store(from);
+    gates_.push_back(cursor);
+    return from;
+  }
+
+  void unregister_gate(GateCursor* cursor) {
+    {
+      absl::MutexLock lock(&gate_mu_);
+      std::erase(gates_, cursor);
+    }
+    // A departed subscriber can never hold producers back: let them re-check.
+    space_parker_.wake_all();
+  }
+
+  /// A kBlock subscriber moved its cursor: wake producers waiting for space.
+  void advance_gate(GateCursor* cursor, uint64_t next) noexcept {
+    cursor->next.store(next);  // seq_cst: the Dekker handshake with producers in wait_for_gate()
+    space_parker_.notify_if_waiting();
+  }
+
+  void close() noexcept {
+    closed_.store(true);
+    data_parker_.wake_all();
+    space_parker_.wake_all();
+  }
+
+ private:
+  // Every 256th sequence, its producer advances the published hint.
+  static constexpr uint64_t kHintStride = 256;
+
+  bool gate_allows(uint64_t seq, uint64_t gate) const noexcept { return seq - capacity_ < gate; }
+
+  /// Lowest cursor among live kBlock subscribers, kNoGate if none; refreshes the cache.
+  uint64_t recompute_gate() {
+    absl::MutexLock lock(&gate_mu_);
+    uint64_t gate = kNoGate;
+    for (const GateCursor* c : gates_) gate = std::min(gate, c->next.load());
+    gate_cache_.store(gate);
+    return gate;
+  }
+
+  void wait_for_gate(uint64_t seq) {
+    // Invariant: gate_cache_ <= every live subscriber's cursor (cursors only grow,
+    // registration lowers the cache, recomputation happens under gate_mu_).
+    const std::stop_token never;
+    const auto outcome = await_condition(
+        mode_, space_parker_,
+        [&] { return closed_.load() || gate_allows(seq, recompute_gate()); },
+        [] { return false; }, std::nullopt, never);
+    (void)outcome;
+    if (closed_.load() && !gate_allows(seq, recompute_gate())) {
+      throw std::logic_error("Broadcast: close() while publish was waiting for space");
+    }
+  }
+
+  const uint64_t capacity_;
+  const uint64_t mask_;
+  const bool block_producers_;
+  const WaitMode mode_;
+
+  alignas(kCacheLine) std::atomic<uint64_t> claim_{0};
+  alignas(kCacheLine) std::atomic<uint64_t> published_hint_{0};
+  alignas(kCacheLine) std::atomic<uint64_t> gate_cache_{kNoGate};
+  alignas(kCacheLine) std::atomic<bool> closed_{false};
+  Parker data_parker_;   // subscribers waiting for a message
+  Parker space_parker_;  // kBlock producers waiting for the slowest subscriber
+  absl::Mutex gate_mu_;
+  std::vector<GateCursor*> gates_ ABSL_GUARDED_BY(gate_mu_);
+  std::unique_ptr<Slot[]> slots_;
+};
+
+}  // namespace streamcache::detail

@@ -1,0 +1,173 @@
+// How the broadcast ring's waiters (subscribers waiting for data, kBlock producers
+// waiting for space) sleep and wake: spin, yield, or park on a futex word.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <stop_token>
+#include <thread>
+
+#if defined(__linux__)
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <climits>
+#include <ctime>
+#endif
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
+
+namespace streamcache::detail {
+
+/// Cursors written by different threads live on separate lines of this size.
+/// (Not std::hardware_destructive_interference_size: g++ warns that its value
+/// may change between compiler versions, which would silently change the ABI.)
+inline constexpr size_t kCacheLine = 64;
+
+enum class WaitMode { kBlocking, kYield, kSpin };
+enum class WaitOutcome { kReady, kTimeout, kCancelled };
+
+using Deadline = std::optional<std::chrono::steady_clock::time_point>;
+
+inline void cpu_relax() noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+  _mm_pause();
+#else
+  std::this_thread::yield();
+#endif
+}
+
+/// A wake-up word for kBlocking waits: waiters sleep on a 32-bit epoch that every
+/// wake-up increments, and register in `waiters_` first, so that a wake-up with
+/// nobody registered is one load and no syscall.
+///
+/// Protocol (a Dekker handshake; every step is seq_cst):
+///   waiter: 1. waiters_ += 1   2. e = epoch_   3. re-check its condition   4. sleep while epoch_ == e
+///   waker:  1. make the condition true   2. if waiters_ != 0: epoch_ += 1, wake sleepers
+/// Either the waker's step 2 sees the registration, or the waiter's step 3 sees the
+/// condition. The ring relies on the waker's step 1 being (or following) a seq_cst RMW.
+class Parker {
+ public:
+  /// Registers a waiter and returns the epoch to sleep on. Pair with finish_wait().
+  uint32_t prepare_wait(bool timed) noexcept {
+    waiters_.fetch_add(1);
+    if (timed) timed_waiters_.fetch_add(1);
+    return epoch_.load();
+  }
+  void finish_wait(bool timed) noexcept {
+    if (timed) timed_waiters_.fetch_sub(1, std::memory_order_relaxed);  // relaxed: only a hint to skip a syscall
+    waiters_.fetch_sub(1, std::memory_order_relaxed);  // relaxed: a stale non-zero count costs one spare wake-up
+  }
+
+  /// Sleeps until the epoch moves away from `epoch` (spurious returns are allowed).
+  void wait(uint32_t epoch) noexcept { epoch_.wait(epoch); }
+
+  /// As wait(), but returns by `deadline` at the latest. C++20's atomic wait has no
+  /// timed form, so on Linux this calls the futex directly (what libstdc++'s wait
+  /// does underneath); wake_all() therefore wakes such sleepers with a futex call too.
+  void wait_until(uint32_t epoch, std::chrono::steady_clock::time_point deadline) noexcept {
+    const auto now = std::chrono::steady_clock::now();
+    if (now >= deadline) return;
+#if defined(__linux__)
+    static_assert(sizeof(std::atomic<uint32_t>) == sizeof(uint32_t));
+    const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(deadline - now).count();
+    timespec rel{};
+    rel.tv_sec = static_cast<time_t>(ns / 1'000'000'000);
+    rel.tv_nsec = static_cast<long>(ns % 1'000'000'000);
+    // Returns on a wake-up, a timeout, a signal, or at once if the epoch moved already.
+    syscall(SYS_futex, reinterpret_cast<uint32_t*>(&epoch_), FUTEX_WAIT_PRIVATE, epoch, &rel,
+            nullptr, 0);
+#else
+    const auto slice = std::min<std::chrono::steady_clock::duration>(
+        deadline - now, std::chrono::microseconds(50));
+    if (epoch_.load() == epoch) std::this_thread::sleep_for(slice);
+#endif
+  }
+
+  /// The producer's fast path: no syscall, one load, when nobody waits.
+  void notify_if_waiting() noexcept {
+    if (waiters_.load() != 0) wake_all();
+  }
+
+  /// Wakes every sleeper unconditionally (close(), a stop request, or after
+  /// notify_if_waiting saw a waiter).
+  void wake_all() noexcept {
+    epoch_.fetch_add(1);
+    epoch_.notify_all();
+#if defined(__linux__)
+    // Timed sleepers use the raw futex, which atomic::notify_all does not promise to wake.
+    if (timed_waiters_.load() != 0) {
+      syscall(SYS_futex, reinterpret_cast<uint32_t*>(&epoch_), FUTEX_WAKE_PRIVATE, INT_MAX,
+              nullptr, nullptr, 0);
+    }
+#endif
+  }
+
+ private:
+  alignas(kCacheLine) std::atomic<uint32_t> epoch_{0};
+  std::atomic<uint32_t> waiters_{0};
+  std::atomic<uint32_t> timed_waiters_{0};
+};
+
+/// Waits, by `mode`, until `ready()` holds, `deadline` passes, or `stop` is requested.
+///
+/// `ready()` is re-checked after registering with `parker`, so the party that makes
+/// it true must call parker.notify_if_waiting() afterwards. `wake_not_promised()`
+/// (checked after registering too) says that the condition may become true without
+/// a notification (a producer that claimed the awaited sequence before we registered
+/// may have looked at the waiter count already); then the sleep is a short timed one.
+template <class Ready, class WakeNotPromised>
+WaitOutcome await_condition(WaitMode mode, Parker& parker, Ready&& ready,
+                            WakeNotPromised&& wake_not_promised, const Deadline& deadline,
+                            const std::stop_token& stop) {
+  // Spinning first pays off when the other side is mid-operation (nanoseconds);
+  // beyond that, a kBlocking waiter gives its core back.
+  constexpr int kSpinsBeforePark = 64;
+  constexpr auto kUnpromisedSleep = std::chrono::microseconds(50);
+
+  struct Waker {
+    Parker* parker;
+    void operator()() const noexcept { parker->wake_all(); }
+  };
+  std::optional<std::stop_callback<Waker>> on_stop;
+
+  for (uint32_t round = 0;; ++round) {
+    if (ready()) return WaitOutcome::kReady;
+    if (stop.stop_requested()) return WaitOutcome::kCancelled;
+    // Reading the clock costs ~20 ns: spinning waiters look at it every 64 rounds.
+    if (deadline && (mode == WaitMode::kBlocking || round % 64 == 0) &&
+        std::chrono::steady_clock::now() >= *deadline) {
+      return WaitOutcome::kTimeout;
+    }
+    if (mode == WaitMode::kSpin || (mode == WaitMode::kBlocking && round < kSpinsBeforePark)) {
+      cpu_relax();
+      continue;
+    }
+    if (mode == WaitMode::kYield) {
+      std::this_thread::yield();
+      continue;
+    }
+    if (!on_stop && stop.stop_possible()) on_stop.emplace(stop, Waker{&parker});
+    const bool timed = deadline.has_value();
+    const uint32_t epoch = parker.prepare_wait(timed);
+    if (!ready() && !stop.stop_requested()) {
+      if (wake_not_promised()) {
+        auto until = std::chrono::steady_clock::now() + kUnpromisedSleep;
+        if (deadline && *deadline < until) until = *deadline;
+        parker.wait_until(epoch, until);
+      } else if (deadline) {
+        parker.wait_until(epoch, *deadline);
+      } else {
+        parker.wait(epoch);
+      }
+    }
+    parker.finish_wait(timed);
+  }
+}
+
+}  // namespace streamcache::detail

@@ -1,0 +1,565 @@
+#include "streamcache/broadcast.hpp"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <stdexcept>
+#include <stop_token>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace streamcache {
+namespace {
+
+using std::chrono::milliseconds;
+
+constexpr WaitStrategy kAllStrategies[] = {WaitStrategy::kBlocking, WaitStrategy::kYield,
+                                           WaitStrategy::kSpin};
+
+// Receives everything currently available; fails on anything but kOk / kEmpty.
+template <class T>
+std::vector<T> drain(Subscriber<T>& sub) {
+  std::vector<T> got;
+  for (;;) {
+    Received<T> r = sub.try_recv();
+    if (r.status == RecvStatus::kEmpty) return got;
+    EXPECT_EQ(r.status, RecvStatus::kOk);
+    if (r.status != RecvStatus::kOk) return got;
+    got.push_back(*r.value);
+  }
+}
+
+// --- options -----------------------------------------------------------------
+
+TEST(BroadcastOptions, ZeroCapacityThrowsNamingTheOption) {
+  try {
+    Broadcast<int> b(BroadcastOptions{.capacity = 0});
+    FAIL() << "no exception";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_THAT(e.what(), testing::HasSubstr("capacity"));
+  }
+}
+
+TEST(BroadcastOptions, CapacityIsRoundedUpToAPowerOfTwo) {
+  Broadcast<int> b(BroadcastOptions{.capacity = 3});  // holds 4
+  auto sub = b.subscribe();
+  for (int i = 1; i <= 5; ++i) b.publish(i);
+  Received<int> r = sub.try_recv();
+  EXPECT_EQ(r.status, RecvStatus::kLagged);
+  EXPECT_EQ(r.missed, 1u);
+  EXPECT_EQ(r.seq, 2u);
+  EXPECT_THAT(drain(sub), testing::ElementsAre(2, 3, 4, 5));
+}
+
+// --- sequences and delivery ------------------------------------------------------
+
+TEST(Broadcast, SequencesStartAtOneAndCursorAtZero) {
+  Broadcast<int> b;
+  EXPECT_EQ(b.published_cursor(), 0u);
+  EXPECT_EQ(b.publish(10), 1u);
+  EXPECT_EQ(b.publish(11), 2u);
+  EXPECT_EQ(b.published_cursor(), 2u);
+}
+
+TEST(Broadcast, SubscriberSeesOnlyMessagesPublishedAfterSubscribing) {
+  Broadcast<int> b;
+  b.publish(1);
+  auto sub = b.subscribe();
+  EXPECT_EQ(sub.next_seq(), 2u);
+  EXPECT_EQ(sub.try_recv().status, RecvStatus::kEmpty);
+  b.publish(2);
+  Received<int> r = sub.try_recv();
+  ASSERT_EQ(r.status, RecvStatus::kOk);
+  EXPECT_EQ(r.seq, 2u);
+  EXPECT_EQ(*r.value, 2);
+  EXPECT_EQ(r.missed, 0u);
+  EXPECT_EQ(sub.next_seq(), 3u);
+}
+
+TEST(Broadcast, EverySubscriberReceivesEveryMessageInOrder) {
+  Broadcast<int> b(BroadcastOptions{.capacity = 8});
+  auto a = b.subscribe();
+  auto c = b.subscribe();
+  for (int i = 1; i <= 8; ++i) b.publish(i);
+  EXPECT_THAT(drain(a), testing::ElementsAre(1, 2, 3, 4, 5, 6, 7, 8));
+  EXPECT_THAT(drain(c), testing::ElementsAre(1, 2, 3, 4, 5, 6, 7, 8));
+  EXPECT_EQ(a.missed_total(), 0u);
+}
+
+TEST(Broadcast, EmptyStatusCarriesNoValue) {
+  Broadcast<int> b;
+  auto sub = b.subscribe();
+  Received<int> r = sub.try_recv();
+  EXPECT_EQ(r.status, RecvStatus::kEmpty);
+  EXPECT_FALSE(r.value.has_value());
+}
+
+// --- lag ---------------------------------------------------------------------------
+
+TEST(BroadcastLag, OverwrittenSubscriberLearnsExactMissedCountThenGetsOldestHeld) {
+  Broadcast<int> b(BroadcastOptions{.capacity = 4});
+  auto sub = b.subscribe();
+  for (int i = 1; i <= 10; ++i) b.publish(i);  // 1..6 overwritten, 7..10 held
+  Received<int> r = sub.try_recv();
+  ASSERT_EQ(r.status, RecvStatus::kLagged);
+  EXPECT_EQ(r.missed, 6u);
+  EXPECT_EQ(r.seq, 7u);
+  EXPECT_FALSE(r.value.has_value());
+  EXPECT_EQ(sub.missed_total(), 6u);
+  EXPECT_EQ(sub.next_seq(), 7u);
+  EXPECT_THAT(drain(sub), testing::ElementsAre(7, 8, 9, 10));
+}
+
+TEST(BroadcastLag, TwoSlotRingReportsEachLapOfLag) {
+  Broadcast<int> b(BroadcastOptions{.capacity = 2});
+  auto sub = b.subscribe();
+  for (int i = 1; i <= 3; ++i) b.publish(i);
+  Received<int> r = sub.try_recv();
+  ASSERT_EQ(r.status, RecvStatus::kLagged);
+  EXPECT_EQ(r.missed, 1u);
+  ASSERT_EQ(sub.try_recv().status, RecvStatus::kOk);  // 2
+  for (int i = 4; i <= 9; ++i) b.publish(i);          // 3..7 overwritten
+  r = sub.try_recv();
+  ASSERT_EQ(r.status, RecvStatus::kLagged);
+  EXPECT_EQ(r.missed, 5u);
+  EXPECT_EQ(r.seq, 8u);
+  EXPECT_EQ(sub.missed_total(), 6u);
+  EXPECT_THAT(drain(sub), testing::ElementsAre(8, 9));
+}
+
+TEST(BroadcastLag, SlowSubscriberDoesNotDisturbFastOne) {
+  Broadcast<int> b(BroadcastOptions{.capacity = 4});
+  auto slow = b.subscribe();
+  auto fast = b.subscribe();
+  for (int i = 1; i <= 12; ++i) {
+    b.publish(i);
+    Received<int> r = fast.try_recv();
+    ASSERT_EQ(r.status, RecvStatus::kOk);
+    EXPECT_EQ(*r.value, i);
+  }
+  EXPECT_EQ(slow.try_recv().missed, 8u);
+  EXPECT_EQ(fast.missed_total(), 0u);
+}
+
+// --- two-phase publish ----------------------------------------------------------------
+
+TEST(BroadcastClaim, CursorAdvancesOnlyOverTheContiguousPrefix) {
+  Broadcast<int> b;
+  auto sub = b.subscribe();
+  const uint64_t s1 = b.claim();
+  const uint64_t s2 = b.claim();
+  const uint64_t s3 = b.claim();
+  EXPECT_EQ(s1, 1u);
+  EXPECT_EQ(s3, 3u);
+  b.publish_claimed(s3, 30);
+  EXPECT_EQ(b.published_cursor(), 0u);
+  EXPECT_EQ(sub.try_recv().status, RecvStatus::kEmpty);  // never 3 before 1
+  b.publish_claimed(s1, 10);
+  EXPECT_EQ(b.published_cursor(), 1u);
+  EXPECT_THAT(drain(sub), testing::ElementsAre(10));
+  b.publish_claimed(s2, 20);
+  EXPECT_EQ(b.published_cursor(), 3u);
+  EXPECT_THAT(drain(sub), testing::ElementsAre(20, 30));
+}
+
+TEST(BroadcastClaim, PublishIsClaimThenPublishClaimed) {
+  Broadcast<int> b;
+  EXPECT_EQ(b.claim(), 1u);
+  EXPECT_EQ(b.publish(2), 2u);  // publish takes the sequence after the claimed one
+  EXPECT_EQ(b.published_cursor(), 0u);
+  b.publish_claimed(1, 1);
+  EXPECT_EQ(b.published_cursor(), 2u);
+}
+
+TEST(BroadcastClaim, ClaimAfterCloseThrowsLogicError) {
+  Broadcast<int> b;
+  b.close();
+  EXPECT_THROW(b.claim(), std::logic_error);
+}
+
+// --- subscribe_from ----------------------------------------------------------------------
+
+TEST(BroadcastSubscribeFrom, ReplaysWhileTheRingStillHoldsTheSequence) {
+  Broadcast<int> b(BroadcastOptions{.capacity = 4});
+  for (int i = 1; i <= 6; ++i) b.publish(i);  // holds 3..6
+  auto sub = b.subscribe_from(3);
+  EXPECT_THAT(drain(sub), testing::ElementsAre(3, 4, 5, 6));
+  EXPECT_EQ(sub.missed_total(), 0u);
+}
+
+TEST(BroadcastSubscribeFrom, OutsideTheWindowLagsFirstWithExactCount) {
+  Broadcast<int> b(BroadcastOptions{.capacity = 4});
+  for (int i = 1; i <= 6; ++i) b.publish(i);
+  auto sub = b.subscribe_from(1);
+  Received<int> r = sub.try_recv();
+  ASSERT_EQ(r.status, RecvStatus::kLagged);
+  EXPECT_EQ(r.missed, 2u);
+  EXPECT_EQ(r.seq, 3u);
+  EXPECT_THAT(drain(sub), testing::ElementsAre(3, 4, 5, 6));
+}
+
+TEST(BroadcastSubscribeFrom, NextUnpublishedSequenceIsAllowedBeyondThrows) {
+  Broadcast<int> b;
+  b.publish(1);
+  auto sub = b.subscribe_from(2);
+  EXPECT_EQ(sub.try_recv().status, RecvStatus::kEmpty);
+  b.publish(2);
+  EXPECT_THAT(drain(sub), testing::ElementsAre(2));
+  try {
+    (void)b.subscribe_from(4);
+    FAIL() << "no exception";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_THAT(e.what(), testing::HasSubstr("seq"));
+  }
+}
+
+// --- close and lifetime ----------------------------------------------------------------------
+
+TEST(BroadcastClose, SubscribersDrainThenSeeClosedAndPublishThrows) {
+  Broadcast<int> b;
+  auto sub = b.subscribe();
+  b.publish(1);
+  b.publish(2);
+  b.close();
+  EXPECT_THROW(b.publish(3), std::logic_error);
+  EXPECT_EQ(*sub.recv().value, 1);
+  EXPECT_EQ(*sub.try_recv().value, 2);
+  EXPECT_EQ(sub.try_recv().status, RecvStatus::kClosed);
+  EXPECT_EQ(sub.recv().status, RecvStatus::kClosed);  // does not block
+  EXPECT_EQ(sub.recv_for(milliseconds(1)).status, RecvStatus::kClosed);
+  std::vector<int> out;
+  EXPECT_EQ(sub.recv_batch(out, 8), 0u);
+}
+
+TEST(BroadcastClose, RecvBatchDrainsBeforeReportingClosed) {
+  Broadcast<int> b;
+  auto sub = b.subscribe();
+  for (int i = 1; i <= 3; ++i) b.publish(i);
+  b.close();
+  std::vector<int> out;
+  EXPECT_EQ(sub.recv_batch(out, 2), 2u);
+  EXPECT_EQ(sub.recv_batch(out, 2), 1u);
+  EXPECT_EQ(sub.recv_batch(out, 2), 0u);
+  EXPECT_THAT(out, testing::ElementsAre(1, 2, 3));
+}
+
+TEST(BroadcastClose, SubscribingAfterCloseGivesAClosedSubscriber) {
+  Broadcast<int> b;
+  b.publish(1);
+  b.close();
+  auto sub = b.subscribe();
+  EXPECT_EQ(sub.try_recv().status, RecvStatus::kClosed);
+  auto replay = b.subscribe_from(1);
+  EXPECT_EQ(replay.recv().status, RecvStatus::kClosed);
+}
+
+TEST(BroadcastClose, CloseWakesABlockedReceiver) {
+  for (WaitStrategy w : kAllStrategies) {
+    Broadcast<int> b(BroadcastOptions{.wait = w});
+    auto sub = b.subscribe();
+    std::jthread closer([&] { b.close(); });
+    EXPECT_EQ(sub.recv().status, RecvStatus::kClosed);
+  }
+}
+
+TEST(BroadcastLifetime, DestroyedBroadcastLeavesSubscribersDrainingThenClosed) {
+  std::optional<Subscriber<std::string>> sub;
+  {
+    Broadcast<std::string> b;
+    sub.emplace(b.subscribe());
+    b.publish("last words");
+  }
+  Received<std::string> r = sub->recv();
+  ASSERT_EQ(r.status, RecvStatus::kOk);
+  EXPECT_EQ(*r.value, "last words");
+  EXPECT_EQ(sub->recv().status, RecvStatus::kClosed);
+}
+
+TEST(BroadcastLifetime, MovedSubscriberKeepsItsCursorAndMovedFromReportsClosed) {
+  Broadcast<int> b;
+  auto a = b.subscribe();
+  b.publish(1);
+  b.publish(2);
+  EXPECT_EQ(*a.try_recv().value, 1);
+  Subscriber<int> moved(std::move(a));
+  EXPECT_EQ(moved.next_seq(), 2u);
+  EXPECT_EQ(*moved.try_recv().value, 2);
+  EXPECT_EQ(a.try_recv().status, RecvStatus::kClosed);  // NOLINT(bugprone-use-after-move)
+}
+
+// Counts live objects: catches leaks and double destroys in overwritten slots.
+struct Counted {
+  static inline std::atomic<int> live{0};
+  int v = 0;
+  explicit Counted(int x) : v(x) { ++live; }
+  Counted(const Counted& o) : v(o.v) { ++live; }
+  Counted(Counted&& o) noexcept : v(o.v) { ++live; }
+  Counted& operator=(const Counted&) = default;
+  Counted& operator=(Counted&&) noexcept = default;
+  ~Counted() { --live; }
+};
+
+TEST(BroadcastLifetime, OverwrittenSlotsDestroyEveryValueExactlyOnce) {
+  ASSERT_EQ(Counted::live.load(), 0);
+  {
+    Broadcast<Counted> b(BroadcastOptions{.capacity = 2});
+    auto sub = b.subscribe();
+    for (int i = 1; i <= 100; ++i) b.publish(Counted(i));
+    EXPECT_EQ(Counted::live.load(), 2);  // only what the ring holds
+    EXPECT_EQ(sub.try_recv().status, RecvStatus::kLagged);
+    Received<Counted> r = sub.try_recv();
+    ASSERT_EQ(r.status, RecvStatus::kOk);
+    EXPECT_EQ(r.value->v, 99);
+    EXPECT_EQ(Counted::live.load(), 3);
+  }
+  EXPECT_EQ(Counted::live.load(), 0);
+}
+
+// --- waiting: recv, recv_for, stop tokens -------------------------------------------------------
+
+TEST(BroadcastWait, RecvWakesOnPublishFromAnotherThreadWithEveryStrategy) {
+  for (WaitStrategy w : kAllStrategies) {
+    Broadcast<int> b(BroadcastOptions{.wait = w});
+    auto sub = b.subscribe();
+    std::jthread producer([&] {
+      for (int i = 1; i <= 100; ++i) b.publish(i);
+    });
+    for (int i = 1; i <= 100; ++i) {
+      Received<int> r = sub.recv();
+      ASSERT_EQ(r.status, RecvStatus::kOk);
+      EXPECT_EQ(*r.value, i);
+    }
+  }
+}
+
+TEST(BroadcastWait, RecvForTimesOutWithEveryStrategy) {
+  for (WaitStrategy w : kAllStrategies) {
+    Broadcast<int> b(BroadcastOptions{.wait = w});
+    auto sub = b.subscribe();
+    const auto start = std::chrono::steady_clock::now();
+    Received<int> r = sub.recv_for(milliseconds(5));
+    EXPECT_EQ(r.status, RecvStatus::kTimeout);
+    EXPECT_GE(std::chrono::steady_clock::now() - start, milliseconds(5));
+    EXPECT_FALSE(r.value.has_value());
+    b.publish(7);
+    r = sub.recv_for(milliseconds(5));
+    ASSERT_EQ(r.status, RecvStatus::kOk);
+    EXPECT_EQ(*r.value, 7);
+  }
+}
+
+TEST(BroadcastWait, RecvForWithZeroTimeoutStillDeliversWhatIsThere) {
+  Broadcast<int> b;
+  auto sub = b.subscribe();
+  b.publish(1);
+  EXPECT_EQ(sub.recv_for(Clock::duration::zero()).status, RecvStatus::kOk);
+  EXPECT_EQ(sub.recv_for(Clock::duration::zero()).status, RecvStatus::kTimeout);
+}
+
+TEST(BroadcastWait, StopTokenCancelsABlockedRecvWithEveryStrategy) {
+  for (WaitStrategy w : kAllStrategies) {
+    Broadcast<int> b(BroadcastOptions{.wait = w});
+    auto sub = b.subscribe();
+    std::stop_source source;
+    std::jthread stopper([&] { source.request_stop(); });
+    EXPECT_EQ(sub.recv(source.get_token()).status, RecvStatus::kCancelled);
+    std::stop_source timed;
+    std::jthread timed_stopper([&] { timed.request_stop(); });
+    EXPECT_EQ(sub.recv_for(std::chrono::hours(1), timed.get_token()).status,
+              RecvStatus::kCancelled);
+    std::vector<int> out;
+    std::stop_source batch;
+    std::jthread batch_stopper([&] { batch.request_stop(); });
+    EXPECT_EQ(sub.recv_batch(out, 4, batch.get_token()), 0u);
+    EXPECT_TRUE(out.empty());
+  }
+}
+
+TEST(BroadcastWait, AlreadyStoppedTokenStillDeliversAvailableMessages) {
+  Broadcast<int> b;
+  auto sub = b.subscribe();
+  std::stop_source source;
+  source.request_stop();
+  b.publish(1);
+  EXPECT_EQ(sub.recv(source.get_token()).status, RecvStatus::kOk);
+  EXPECT_EQ(sub.recv(source.get_token()).status, RecvStatus::kCancelled);
+}
+
+// --- recv_batch --------------------------------------------------------------------------------
+
+TEST(BroadcastBatch, AppendsUpToMaxOfWhatIsAvailable) {
+  Broadcast<int> b;
+  auto sub = b.subscribe();
+  for (int i = 1; i <= 5; ++i) b.publish(i);
+  std::vector<int> out{0};
+  EXPECT_EQ(sub.recv_batch(out, 3), 3u);
+  EXPECT_EQ(sub.recv_batch(out, 3), 2u);
+  EXPECT_THAT(out, testing::ElementsAre(0, 1, 2, 3, 4, 5));
+  EXPECT_EQ(sub.recv_batch(out, 0), 0u);
+}
+
+TEST(BroadcastBatch, BlocksForTheFirstMessage) {
+  Broadcast<int> b;
+  auto sub = b.subscribe();
+  std::jthread producer([&] { b.publish(42); });
+  std::vector<int> out;
+  EXPECT_EQ(sub.recv_batch(out, 64), 1u);
+  EXPECT_THAT(out, testing::ElementsAre(42));
+}
+
+TEST(BroadcastBatch, LagInsideABatchSkipsAheadAndIsCounted) {
+  Broadcast<int> b(BroadcastOptions{.capacity = 4});
+  auto sub = b.subscribe();
+  for (int i = 1; i <= 10; ++i) b.publish(i);
+  std::vector<int> out;
+  EXPECT_EQ(sub.recv_batch(out, 64), 4u);
+  EXPECT_THAT(out, testing::ElementsAre(7, 8, 9, 10));
+  EXPECT_EQ(sub.missed_total(), 6u);
+}
+
+// --- kBlock ---------------------------------------------------------------------------------------
+
+TEST(BroadcastBlock, NoSubscribersNeverBlocksProducers) {
+  Broadcast<int> b(BroadcastOptions{.capacity = 2, .overflow = Overflow::kBlock});
+  for (int i = 1; i <= 10; ++i) b.publish(i);
+  EXPECT_EQ(b.published_cursor(), 10u);
+}
+
+TEST(BroadcastBlock, ProducerWaitsForTheSlowestSubscriberAndNobodyLags) {
+  for (WaitStrategy w : kAllStrategies) {
+    Broadcast<int> b(
+        BroadcastOptions{.capacity = 2, .overflow = Overflow::kBlock, .wait = w});
+    auto fast = b.subscribe();
+    auto slow = b.subscribe();
+    b.publish(1);
+    b.publish(2);
+    std::atomic<bool> third_done{false};
+    std::jthread producer([&] {
+      b.publish(3);
+      third_done = true;
+    });
+    EXPECT_EQ(*fast.recv().value, 1);
+    EXPECT_EQ(*fast.recv().value, 2);
+    // Negative check: the producer must still be waiting for `slow` (bounded look).
+    std::this_thread::sleep_for(milliseconds(20));
+    EXPECT_FALSE(third_done.load());
+    EXPECT_EQ(b.published_cursor(), 2u);
+    EXPECT_EQ(*slow.recv().value, 1);  // frees slot of seq 1
+    producer.join();
+    EXPECT_TRUE(third_done.load());
+    EXPECT_EQ(*slow.recv().value, 2);
+    EXPECT_EQ(*slow.recv().value, 3);
+    EXPECT_EQ(slow.missed_total(), 0u);
+  }
+}
+
+TEST(BroadcastBlock, DroppingASubscriberReleasesBlockedProducers) {
+  Broadcast<int> b(BroadcastOptions{.capacity = 2, .overflow = Overflow::kBlock});
+  auto keeper = b.subscribe();
+  std::optional<Subscriber<int>> quitter(b.subscribe());
+  std::jthread producer([&] {
+    for (int i = 1; i <= 4; ++i) b.publish(i);
+  });
+  EXPECT_EQ(*keeper.recv().value, 1);
+  EXPECT_EQ(*keeper.recv().value, 2);
+  quitter.reset();  // only it held seq 3 back
+  EXPECT_EQ(*keeper.recv().value, 3);
+  EXPECT_EQ(*keeper.recv().value, 4);
+}
+
+TEST(BroadcastBlock, CloseWakesABlockedProducerWhichThrowsLogicError) {
+  Broadcast<int> b(BroadcastOptions{.capacity = 2, .overflow = Overflow::kBlock});
+  auto sub = b.subscribe();
+  b.publish(1);
+  b.publish(2);
+  std::jthread producer([&] { EXPECT_THROW(b.publish(3), std::logic_error); });
+  std::this_thread::sleep_for(milliseconds(10));  // let it block (either order passes)
+  b.close();
+  producer.join();
+  EXPECT_EQ(*sub.recv().value, 1);
+  EXPECT_EQ(*sub.recv().value, 2);
+  EXPECT_EQ(sub.recv().status, RecvStatus::kClosed);
+}
+
+TEST(BroadcastBlock, SubscribeFromOutsideTheWindowReportsLagOnce) {
+  Broadcast<int> b(BroadcastOptions{.capacity = 4, .overflow = Overflow::kBlock});
+  for (int i = 1; i <= 6; ++i) b.publish(i);
+  auto sub = b.subscribe_from(1);
+  Received<int> r = sub.try_recv();
+  ASSERT_EQ(r.status, RecvStatus::kLagged);
+  EXPECT_EQ(r.missed, 2u);
+  EXPECT_THAT(drain(sub), testing::ElementsAre(3, 4, 5, 6));
+}
+
+// --- value types -----------------------------------------------------------------------------------
+
+struct Quote {
+  std::string symbol;
+  double price = 0;
+  std::vector<int> levels;
+};
+
+TEST(BroadcastTypes, CarriesStringsSharedPointersAndStructs) {
+  Broadcast<std::shared_ptr<const Quote>> ptrs;
+  auto p = ptrs.subscribe();
+  auto q = std::make_shared<const Quote>(Quote{"ACME", 1.5, {1, 2}});
+  ptrs.publish(q);
+  EXPECT_EQ(*p.recv().value, q);  // the same object, shared
+
+  Broadcast<Quote> structs;
+  auto s = structs.subscribe();
+  structs.publish(Quote{"XYZ", 2.5, {3}});
+  Received<Quote> r = s.recv();
+  EXPECT_EQ(r.value->symbol, "XYZ");
+  EXPECT_THAT(r.value->levels, testing::ElementsAre(3));
+
+  struct Pod {
+    int a;
+    double b;
+    char c[20];
+  };
+  Broadcast<Pod> pods(BroadcastOptions{.capacity = 2});
+  auto pp = pods.subscribe();
+  pods.publish(Pod{1, 2.0, "twenty-ish chars"});
+  Received<Pod> pr = pp.recv();
+  EXPECT_EQ(pr.value->a, 1);
+  EXPECT_STREQ(pr.value->c, "twenty-ish chars");
+}
+
+// A lagging reader copies a std::string slot while a producer overwrites it: each
+// delivered value must be exactly the one published at that sequence, never torn.
+TEST(BroadcastTypes, StringSlotsOverwrittenWhileReadersCopyAreNeverTorn) {
+  Broadcast<std::string> b(BroadcastOptions{.capacity = 2});
+  auto sub = b.subscribe();
+  constexpr uint64_t kMessages = 20000;
+  auto payload = [](uint64_t seq) { return std::string(16 + seq % 64, static_cast<char>('a' + seq % 26)); };
+  std::jthread producer([&] {
+    for (uint64_t s = 1; s <= kMessages; ++s) b.publish(payload(s));
+    b.close();
+  });
+  uint64_t expected = 1;
+  uint64_t received = 0;
+  for (;;) {
+    Received<std::string> r = sub.recv();
+    if (r.status == RecvStatus::kClosed) break;
+    if (r.status == RecvStatus::kLagged) {
+      ASSERT_EQ(r.seq, expected + r.missed);
+      expected = r.seq;
+      continue;
+    }
+    ASSERT_EQ(r.status, RecvStatus::kOk);
+    ASSERT_EQ(r.seq, expected);
+    ASSERT_EQ(*r.value, payload(r.seq));
+    ++expected;
+    ++received;
+  }
+  EXPECT_EQ(expected, kMessages + 1);
+  EXPECT_EQ(received + sub.missed_total(), kMessages);
+}
+
+}  // namespace
+}  // namespace streamcache
