@@ -1,0 +1,286 @@
+#include "streamcache/detail/tiny_lfu_policy.hpp"
+
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <map>
+#include <random>
+#include <vector>
+
+#include "common/policy_replay.hpp"
+#include "common/traces.hpp"
+
+namespace streamcache::detail {
+namespace {
+
+uint64_t mix(uint64_t x) {
+  x += 0x9E3779B97F4A7C15ULL;
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ULL;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBULL;
+  return x ^ (x >> 31);
+}
+
+// The cache's side, reduced to an arena of hooks; ids are arena indices.
+struct Arena {
+  std::vector<TinyLfuHook> hooks = std::vector<TinyLfuHook>(4096);
+};
+struct HookOf {
+  Arena* arena;
+  TinyLfuHook& operator()(NodeId id) const { return arena->hooks[id]; }
+};
+
+class TinyLfuPolicyTest : public ::testing::Test {
+ protected:
+  using Policy = TinyLfuPolicy<HookOf>;
+
+  std::vector<NodeId> evict(Policy& policy) {
+    std::vector<NodeId> evicted;
+    policy.evict_if_needed([&](NodeId id) {
+      EXPECT_TRUE(policy.contains(id)) << "the node is unlinked only after the callback";
+      EXPECT_NE(arena_.hooks[id].weight, 0u) << "weightless entries are never chosen";
+      evicted.push_back(id);
+      return true;
+    });
+    return evicted;
+  }
+  void insert(Policy& policy, NodeId id, uint32_t weight = 1) {
+    policy.on_insert(id, mix(id), weight);
+    evict(policy);
+  }
+
+  Arena arena_;
+};
+
+TEST_F(TinyLfuPolicyTest, NewEntryEntersTheWindow) {
+  Policy policy(100, HookOf{&arena_});
+  EXPECT_EQ(policy.window_maximum(), 1u);  // 1% of 100
+  EXPECT_EQ(policy.protected_maximum(), 79u);  // 80% of the 99 of main
+  policy.on_insert(0, mix(0), 1);
+  EXPECT_TRUE(policy.contains(0));
+  EXPECT_EQ(arena_.hooks[0].region, TinyLfuHook::kWindow);
+  EXPECT_EQ(policy.window_weight(), 1u);
+  EXPECT_EQ(policy.entry_count(), 1u);
+}
+
+// Capacity 10: window 1, main 9 (protected up to 7). After 10 inserts probation holds 0..8,
+// the window 9. Ids 0..3 are read (the sketch exists from the 5th insert on, so this gives
+// them the same count of 1 as 4..9) and move to protected: probation is 4..8.
+class DuelTest : public TinyLfuPolicyTest {
+ protected:
+  void fill(Policy& policy) {
+    for (NodeId id = 0; id < 10; ++id) {
+      insert(policy, id);
+    }
+    for (NodeId id = 0; id < 4; ++id) policy.on_access(id, mix(id));
+    ASSERT_EQ(arena_.hooks[9].region, TinyLfuHook::kWindow);
+    ASSERT_EQ(arena_.hooks[4].region, TinyLfuHook::kProbation);
+    ASSERT_EQ(arena_.hooks[0].region, TinyLfuHook::kProtected);
+  }
+};
+
+TEST_F(DuelTest, CandidateNoMorePopularThanVictimIsRejected) {
+  Policy policy(10, HookOf{&arena_});
+  fill(policy);
+  policy.on_insert(10, mix(10), 1);
+  // 9 leaves the window as the candidate; it ties with probation's LRU victim 4 and loses.
+  EXPECT_EQ(evict(policy), std::vector<NodeId>{9});
+  EXPECT_FALSE(policy.contains(9));
+  EXPECT_TRUE(policy.contains(4));
+  EXPECT_EQ(policy.weighted_size(), 10u);
+  EXPECT_TRUE(policy.check_invariants());
+}
+
+TEST_F(DuelTest, MorePopularCandidateEvictsTheVictim) {
+  Policy policy(10, HookOf{&arena_});
+  fill(policy);
+  policy.on_access(9, mix(9));
+  policy.on_access(9, mix(9));
+  policy.on_insert(10, mix(10), 1);
+  EXPECT_EQ(evict(policy), std::vector<NodeId>{4});
+  EXPECT_TRUE(policy.contains(9));
+  EXPECT_EQ(arena_.hooks[9].region, TinyLfuHook::kProbation);
+  EXPECT_TRUE(policy.check_invariants());
+}
+
+TEST_F(TinyLfuPolicyTest, ProbationHitIsPromotedAndOverflowDemotedAtMaintenance) {
+  Policy policy(10, HookOf{&arena_});
+  for (NodeId id = 0; id < 10; ++id) insert(policy, id);
+  for (NodeId id = 0; id < 9; ++id) policy.on_access(id, mix(id));  // all of probation
+  EXPECT_EQ(policy.protected_weight(), 9u);  // over its maximum of 7 until maintenance
+  evict(policy);
+  EXPECT_EQ(policy.protected_weight(), 7u);
+  // The least recently promoted ones went back to probation.
+  EXPECT_EQ(arena_.hooks[0].region, TinyLfuHook::kProbation);
+  EXPECT_EQ(arena_.hooks[1].region, TinyLfuHook::kProbation);
+  EXPECT_EQ(arena_.hooks[2].region, TinyLfuHook::kProtected);
+  EXPECT_TRUE(policy.check_invariants());
+}
+
+TEST_F(TinyLfuPolicyTest, WeightsAreSummedAndEvictedUntilWithinMax) {
+  Policy policy(10, HookOf{&arena_});
+  insert(policy, 0, 4);
+  insert(policy, 1, 4);
+  EXPECT_EQ(policy.weighted_size(), 8u);
+  policy.on_insert(2, mix(2), 4);
+  const std::vector<NodeId> evicted = evict(policy);
+  EXPECT_EQ(evicted.size(), 1u);
+  EXPECT_EQ(policy.weighted_size(), 8u);
+  EXPECT_EQ(policy.entry_count(), 2u);
+  EXPECT_TRUE(policy.check_invariants());
+}
+
+TEST_F(TinyLfuPolicyTest, WeightlessEntryIsNeverChosen) {
+  Policy policy(2, HookOf{&arena_});
+  insert(policy, 0, 0);
+  for (NodeId id = 1; id < 200; ++id) {
+    insert(policy, id, 1);
+    ASSERT_LE(policy.weighted_size(), 2u);
+    ASSERT_TRUE(policy.contains(0));
+  }
+  EXPECT_EQ(policy.entry_count(), 3u);
+  EXPECT_TRUE(policy.check_invariants());
+}
+
+TEST_F(TinyLfuPolicyTest, EvictReturningFalseStillUnlinksTheNode) {
+  Policy policy(3, HookOf{&arena_});
+  for (NodeId id = 0; id < 3; ++id) insert(policy, id);
+  policy.on_insert(3, mix(3), 1);
+  NodeId chosen = kNoNode;
+  policy.evict_if_needed([&](NodeId id) {
+    chosen = id;
+    return false;  // the cache had already dropped it
+  });
+  ASSERT_NE(chosen, kNoNode);
+  EXPECT_FALSE(policy.contains(chosen));
+  EXPECT_EQ(arena_.hooks[chosen].region, TinyLfuHook::kNone);
+  EXPECT_EQ(policy.weighted_size(), 3u);
+  EXPECT_TRUE(policy.check_invariants());
+}
+
+TEST_F(TinyLfuPolicyTest, UpdateChangesTheWeightAndCanForceEviction) {
+  Policy policy(10, HookOf{&arena_});
+  for (NodeId id = 0; id < 5; ++id) insert(policy, id, 2);
+  EXPECT_EQ(policy.weighted_size(), 10u);
+  policy.on_update(2, mix(2), 5);
+  EXPECT_EQ(policy.weighted_size(), 13u);
+  EXPECT_EQ(arena_.hooks[2].weight, 5u);
+  EXPECT_TRUE(policy.check_invariants());
+  evict(policy);
+  EXPECT_LE(policy.weighted_size(), 10u);
+  policy.on_update(99, mix(99), 7);  // not in the policy: ignored
+  policy.on_access(99, mix(99));
+  policy.on_remove(99);
+  EXPECT_FALSE(policy.contains(99));
+  EXPECT_TRUE(policy.check_invariants());
+}
+
+TEST_F(TinyLfuPolicyTest, EntryUpdatedHeavierThanTheMaximumIsEvicted) {
+  Policy policy(10, HookOf{&arena_});
+  for (NodeId id = 0; id < 4; ++id) insert(policy, id, 1);
+  policy.on_update(3, mix(3), 11);
+  evict(policy);
+  EXPECT_FALSE(policy.contains(3));
+  EXPECT_LE(policy.weighted_size(), 10u);
+  EXPECT_TRUE(policy.check_invariants());
+}
+
+TEST_F(TinyLfuPolicyTest, RemoveUnlinksFromAnyRegion) {
+  Policy policy(10, HookOf{&arena_});
+  for (NodeId id = 0; id < 10; ++id) insert(policy, id);
+  policy.on_access(0, mix(0));  // protected
+  policy.on_remove(0);          // protected
+  policy.on_remove(5);          // probation
+  policy.on_remove(9);          // window
+  EXPECT_EQ(policy.entry_count(), 7u);
+  EXPECT_EQ(policy.weighted_size(), 7u);
+  EXPECT_EQ(policy.window_weight() + policy.probation_weight() + policy.protected_weight(), 7u);
+  EXPECT_TRUE(policy.check_invariants());
+}
+
+TEST_F(TinyLfuPolicyTest, ZeroCapacityKeepsOnlyWeightlessEntries) {
+  Policy policy(0, HookOf{&arena_});
+  insert(policy, 0, 0);
+  insert(policy, 1, 0);
+  EXPECT_EQ(policy.entry_count(), 2u);
+  EXPECT_FALSE(policy.sketch().initialized());
+  EXPECT_TRUE(policy.check_invariants());
+}
+
+TEST_F(TinyLfuPolicyTest, UnboundedPolicyNeverAllocatesTheSketchNorEvicts) {
+  Policy policy(UINT64_MAX, HookOf{&arena_});
+  for (NodeId id = 0; id < 1000; ++id) insert(policy, id, 1'000'000);
+  EXPECT_EQ(policy.entry_count(), 1000u);
+  EXPECT_FALSE(policy.sketch().initialized());
+  EXPECT_TRUE(policy.check_invariants());
+}
+
+// Random operations against a shadow model (id -> weight): sizes, counts and the per-region
+// sums must agree at every step, and eviction must bring the total within the maximum.
+TEST_F(TinyLfuPolicyTest, RegionSizesStayConsistentUnderRandomOperations) {
+  for (const uint64_t max_weight : {1u, 7u, 64u, 300u}) {
+    Arena arena;
+    Policy policy(max_weight, HookOf{&arena});
+    std::map<NodeId, uint32_t> shadow;
+    std::mt19937_64 rng(max_weight);
+    for (int step = 0; step < 20000; ++step) {
+      const NodeId id = static_cast<NodeId>(rng() % 512);
+      const uint64_t hash = mix(id % 97);  // repeated hashes: popular keys
+      const auto weight = static_cast<uint32_t>(rng() % 4 == 0 ? 0 : 1 + rng() % std::min<uint64_t>(max_weight, 5));
+      switch (rng() % 6) {
+        case 0:
+        case 1:
+          if (!policy.contains(id)) {
+            policy.on_insert(id, hash, weight);
+            shadow[id] = weight;
+          }
+          break;
+        case 2:
+          policy.on_access(id, hash);
+          break;
+        case 3:
+          policy.on_update(id, hash, weight);
+          if (shadow.count(id) != 0) shadow[id] = weight;
+          break;
+        case 4:
+          policy.on_remove(id);
+          shadow.erase(id);
+          break;
+        default:
+          policy.evict_if_needed([&](NodeId victim) {
+            EXPECT_EQ(shadow.count(victim), 1u);
+            EXPECT_NE(shadow[victim], 0u);
+            shadow.erase(victim);
+            return rng() % 2 == 0;
+          });
+          EXPECT_LE(policy.weighted_size(), max_weight);
+          break;
+      }
+      uint64_t total = 0;
+      for (const auto& [node, w] : shadow) total += w;
+      ASSERT_EQ(policy.entry_count(), shadow.size()) << "step " << step;
+      ASSERT_EQ(policy.weighted_size(), total) << "step " << step;
+      ASSERT_TRUE(policy.check_invariants()) << "step " << step;
+    }
+  }
+}
+
+TEST(TinyLfuPolicyAdaptation, WindowGrowsOnARecencyBiasedTrace) {
+  const auto trace = bench::generate_trace("shift --length 1000000");
+  bench::PolicySimulator sim(2000);
+  for (const uint64_t key : trace) sim.access(key);
+  // Starts at 1% (20): the hot set moves, so recency pays and the climber grows the window.
+  EXPECT_GT(sim.policy().window_maximum(), 2000u / 4);
+  EXPECT_TRUE(sim.policy().check_invariants());
+}
+
+TEST(TinyLfuPolicyAdaptation, WindowStaysSmallOnALoop) {
+  const auto trace = bench::generate_trace("loop --k 5000 --length 500000");
+  bench::PolicySimulator sim(4500);
+  for (const uint64_t key : trace) sim.access(key);
+  // A loop longer than the cache: every window slot is a wasted slot.
+  EXPECT_LT(sim.policy().window_maximum(), 4500u / 10);
+  EXPECT_TRUE(sim.policy().check_invariants());
+}
+
+}  // namespace
+}  // namespace streamcache::detail
