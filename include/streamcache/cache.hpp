@@ -1,0 +1,218 @@
+// A concurrent, bounded cache with expiry, admission-filtered eviction and loaders.
+#pragma once
+
+#include <absl/hash/hash.h>
+#include <absl/status/statusor.h>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <type_traits>
+#include <utility>
+
+#include "streamcache/cache_types.hpp"
+#include "streamcache/clock.hpp"
+#include "streamcache/detail/cache_core.hpp"
+
+namespace streamcache {
+
+template <class K, class V, class Hash = absl::Hash<K>, class Eq = std::equal_to<K>>
+class Cache;
+
+/// Configures and builds a Cache. Every setter returns the builder; build() validates
+/// and throws std::invalid_argument naming the offending option. One builder may build
+/// several independent caches.
+template <class K, class V, class Hash = absl::Hash<K>, class Eq = std::equal_to<K>>
+class CacheBuilder {
+ public:
+  /// The size bound: a number of entries, or the total weight when a weigher is set.
+  /// 0 keeps nothing (every insert is reported to the listener as kSize). Unbounded
+  /// when not called.
+  CacheBuilder& max_capacity(uint64_t n) {
+    config_.max_weight = n;
+    return *this;
+  }
+  /// Pre-sizes the hash tables for about `n` entries.
+  CacheBuilder& initial_capacity(size_t n) {
+    config_.initial_capacity = n;
+    return *this;
+  }
+  /// Entries expire this long after they were inserted or last replaced.
+  CacheBuilder& time_to_live(Clock::duration d) {
+    config_.time_to_live = d;
+    return *this;
+  }
+  /// Entries expire this long after they were last read or written.
+  CacheBuilder& time_to_idle(Clock::duration d) {
+    config_.time_to_idle = d;
+    return *this;
+  }
+  /// Per-entry deadlines; combines with time_to_live / time_to_idle (earliest wins).
+  CacheBuilder& expiry(std::shared_ptr<Expiry<K, V>> e) {
+    config_.expiry = std::move(e);
+    return *this;
+  }
+  /// Weighs entries for max_capacity. Called on the writing thread, outside any lock.
+  /// An entry of weight 0 is never evicted for size; one heavier than max_capacity is
+  /// never kept.
+  CacheBuilder& weigher(std::function<uint32_t(const K&, const V&)> w) {
+    config_.weigher = std::move(w);
+    return *this;
+  }
+  /// Called exactly once for every entry that leaves the cache, with the cause; never
+  /// under a shard lock. Removals by a caller's own operation (replace, remove,
+  /// invalidate) are reported on that thread before the operation returns; evictions
+  /// and expirations by whichever thread runs maintenance. Exceptions it throws are
+  /// swallowed: the cache and the other notifications are unaffected.
+  CacheBuilder& eviction_listener(std::function<void(const K&, const V&, RemovalCause)> l) {
+    config_.listener = std::move(l);
+    return *this;
+  }
+  /// The time source (default Clock::system()). Must not be null.
+  CacheBuilder& clock(std::shared_ptr<Clock> c) {
+    config_.clock = std::move(c);
+    config_.clock_set = true;
+    return *this;
+  }
+  /// Number of map shards: a power of two up to 256, or 0 for automatic (16 per core,
+  /// between 16 and 64). More shards mean less lock contention between writers of
+  /// different keys and a few hundred bytes more per shard.
+  CacheBuilder& shards(size_t n) {
+    config_.shards = n;
+    return *this;
+  }
+
+  /// Builds a cache; throws std::invalid_argument for an invalid option.
+  Cache<K, V, Hash, Eq> build() const { return Cache<K, V, Hash, Eq>(config_); }
+
+ private:
+  detail::CacheConfig<K, V> config_;
+};
+
+/// A concurrent cache bounded by entry count or weight, with time-to-live,
+/// time-to-idle and per-entry expiry, W-TinyLFU eviction, single-flight loaders and an
+/// eviction listener. Every member is safe to call from any thread.
+///
+/// Consistency: the map is strongly consistent (a get() that starts after an insert()
+/// returned sees it, unless evicted or expired since). Eviction and the listener's
+/// kSize / kExpired notifications are applied in batches by "maintenance", which runs
+/// amortized on reads and writes and on run_pending_tasks(); between two maintenance
+/// runs the size may exceed max_capacity by the writes not yet applied (at most 256
+/// pending writes before writers start doing maintenance themselves). An expired entry
+/// is invisible at once and removed by the next maintenance.
+///
+/// Memory ordering: everything a thread did before insert(k, v) returned
+/// happens-before anything done after a get(k) on another thread returns that value.
+template <class K, class V, class Hash, class Eq>
+class Cache {
+  using Core = detail::CacheCore<K, V, Hash, Eq>;
+
+ public:
+  static CacheBuilder<K, V, Hash, Eq> builder() { return {}; }
+
+  Cache(Cache&&) noexcept = default;
+  Cache& operator=(Cache&&) noexcept = default;
+  Cache(const Cache&) = delete;
+  Cache& operator=(const Cache&) = delete;
+
+  /// The value for `key`, or nullopt. Never returns an expired entry. Counts a hit or
+  /// a miss, and a read for time-to-idle and the eviction policy.
+  std::optional<V> get(const K& key) { return core_->get(key); }
+
+  /// Whether `key` is present and not expired; not counted as a read.
+  bool contains_key(const K& key) const { return core_->contains_key(key); }
+
+  /// Inserts, or replaces (the old value is reported as kReplaced, or kExpired if it
+  /// had expired).
+  void insert(K key, V value) { core_->insert(std::move(key), std::move(value)); }
+
+  /// The cached value, or the value `init()` returns, which is then cached. Concurrent
+  /// calls for the same absent key run `init` once; the others wait and receive its
+  /// value. If `init` throws, every waiter gets the exception, nothing is cached and the
+  /// next call tries again. `init` runs outside any lock and may use the cache for other
+  /// keys, but must not load the same key (that would wait for itself).
+  template <class F>
+  V get_with(const K& key, F&& init) {
+    std::optional<V> hit;
+    auto flight = core_->load(key, Core::kLoadValue, [&](typename Core::Flight& f) { f.value.emplace(init()); }, hit);
+    if (hit) return std::move(*hit);
+    if (flight->error) std::rethrow_exception(flight->error);
+    return *flight->value;
+  }
+
+  /// Like get_with, for loaders that fail with a status: `init()` returns
+  /// absl::StatusOr<V>; an error is returned to every waiter and nothing is cached.
+  template <class F>
+  absl::StatusOr<V> try_get_with(const K& key, F&& init) {
+    std::optional<V> hit;
+    auto flight = core_->load(key, Core::kLoadStatus, [&](typename Core::Flight& f) {
+      absl::StatusOr<V> r = init();
+      if (r.ok()) {
+        f.value.emplace(*std::move(r));
+      } else {
+        f.status = r.status();
+      }
+    }, hit);
+    if (hit) return std::move(*hit);
+    if (flight->error) std::rethrow_exception(flight->error);
+    if (!flight->value) return flight->status;
+    return *flight->value;
+  }
+
+  /// Like get_with, for loaders that may find nothing: `init()` returns
+  /// std::optional<V>; nullopt is returned to every waiter and nothing is cached.
+  template <class F>
+  std::optional<V> optionally_get_with(const K& key, F&& init) {
+    std::optional<V> hit;
+    auto flight = core_->load(key, Core::kLoadOptional, [&](typename Core::Flight& f) {
+      std::optional<V> r = init();
+      if (r) f.value.emplace(std::move(*r));
+    }, hit);
+    if (hit) return hit;
+    if (flight->error) std::rethrow_exception(flight->error);
+    return flight->value;
+  }
+
+  /// Removes `key`, returning its value (nullopt if absent or expired). Reported as
+  /// kExplicit (kExpired if it had expired).
+  std::optional<V> remove(const K& key) { return core_->remove(key); }
+
+  /// remove() without the result.
+  void invalidate(const K& key) { core_->remove(key); }
+
+  /// Removes every entry. In-flight loads still insert their values when they finish.
+  void invalidate_all() { core_->invalidate_all(); }
+
+  /// Removes every entry for which `pred(key, value)` is true. `pred` runs under a
+  /// shard's lock and must not call into the cache.
+  template <class Pred>
+  void invalidate_if(Pred&& pred) { core_->invalidate_if(std::forward<Pred>(pred)); }
+
+  /// Calls `f(key, value)` for the entries present (and not expired), shard by shard.
+  /// Weakly consistent: concurrent writes may or may not be seen. Each shard is copied
+  /// under its lock and visited outside it, so `f` may use the cache.
+  template <class F>
+  void for_each(F&& f) const { core_->for_each(std::forward<F>(f)); }
+
+  /// Entries in the map, including expired ones not yet removed by maintenance; exact
+  /// after run_pending_tasks() when no other thread writes.
+  uint64_t entry_count() const { return core_->entry_count(); }
+
+  /// Total weight as of the last maintenance (entries, when there is no weigher).
+  uint64_t weighted_size() const { return core_->weighted_size(); }
+
+  /// Applies all buffered reads and writes, expires, evicts, and delivers the resulting
+  /// notifications before returning. A no-op when called from the eviction listener.
+  void run_pending_tasks() { core_->run_pending_tasks(); }
+
+  CacheStats stats() const { return core_->stats(); }
+
+ private:
+  friend class CacheBuilder<K, V, Hash, Eq>;
+  explicit Cache(const detail::CacheConfig<K, V>& config) : core_(std::make_unique<Core>(config)) {}
+
+  std::unique_ptr<Core> core_;
+};
+
+}  // namespace streamcache

@@ -1,0 +1,70 @@
+// The vocabulary of the cache: removal causes, per-entry expiry, statistics.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+
+#include "streamcache/clock.hpp"
+
+namespace streamcache {
+
+/// Why an entry left the cache, as told to the eviction listener.
+enum class RemovalCause {
+  kExpired,   ///< its time-to-live, time-to-idle or per-entry deadline passed
+  kExplicit,  ///< remove(), invalidate(), invalidate_if() or invalidate_all()
+  kReplaced,  ///< insert() or a loader wrote a new value for its key
+  kSize,      ///< evicted to respect max_capacity (or never kept: heavier than the capacity)
+};
+
+/// Per-entry expiry, like Moka's `Expiry` trait and Caffeine's `Expiry`. Each hook
+/// returns how long the entry may live from `now`, or nullopt:
+///  - for create, nullopt means "no per-entry deadline" (time_to_live and
+///    time_to_idle, if configured, still apply);
+///  - for read and update, nullopt means "keep the current per-entry deadline".
+/// `remaining` is the current per-entry deadline minus `now`, nullopt when there is none.
+///
+/// The hooks run on the thread doing the operation while it holds the key's shard
+/// lock: they must be thread-safe, fast, and must not call back into the cache. A hook
+/// that throws makes the operation throw, and the cache is left unchanged.
+template <class K, class V>
+class Expiry {
+ public:
+  virtual ~Expiry() = default;
+
+  virtual std::optional<Clock::duration> expire_after_create(const K& /*key*/, const V& /*value*/,
+                                                             Clock::time_point /*now*/) {
+    return std::nullopt;
+  }
+  virtual std::optional<Clock::duration> expire_after_read(const K& /*key*/, const V& /*value*/,
+                                                           Clock::time_point /*now*/,
+                                                           std::optional<Clock::duration> /*remaining*/) {
+    return std::nullopt;
+  }
+  virtual std::optional<Clock::duration> expire_after_update(const K& /*key*/, const V& /*value*/,
+                                                             Clock::time_point /*now*/,
+                                                             std::optional<Clock::duration> /*remaining*/) {
+    return std::nullopt;
+  }
+};
+
+/// A snapshot of a cache's counters. The removal counters match the causes the eviction
+/// listener is told: replacements = kReplaced, invalidations = kExplicit,
+/// evictions_expired = kExpired, evictions_size = kSize.
+struct CacheStats {
+  uint64_t hits = 0;
+  uint64_t misses = 0;
+  uint64_t load_successes = 0;
+  uint64_t load_failures = 0;  ///< a loader that threw, returned an error status or nullopt
+  uint64_t evictions_expired = 0;
+  uint64_t evictions_size = 0;
+  uint64_t invalidations = 0;
+  uint64_t replacements = 0;
+
+  /// hits / (hits + misses); 0 when there was no lookup.
+  double hit_rate() const {
+    const uint64_t lookups = hits + misses;
+    return lookups == 0 ? 0.0 : static_cast<double>(hits) / static_cast<double>(lookups);
+  }
+};
+
+}  // namespace streamcache

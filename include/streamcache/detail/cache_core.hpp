@@ -1,0 +1,863 @@
+// The engine behind streamcache::Cache: sharded map, buffered policy, expiry, loaders.
+#pragma once
+
+#include <absl/container/flat_hash_map.h>
+#include <absl/container/flat_hash_set.h>
+#include <absl/status/status.h>
+#include <absl/synchronization/mutex.h>
+#include <absl/synchronization/notification.h>
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <bit>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <limits>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "streamcache/cache_types.hpp"
+#include "streamcache/clock.hpp"
+#include "streamcache/detail/intrusive_list.hpp"
+#include "streamcache/detail/node_arena.hpp"
+#include "streamcache/detail/read_buffer.hpp"
+#include "streamcache/detail/timer_wheel.hpp"
+#include "streamcache/detail/tiny_lfu_policy.hpp"
+
+namespace streamcache::detail {
+
+/// Everything a CacheBuilder collects; validated by CacheCore's constructor.
+template <class K, class V>
+struct CacheConfig {
+  uint64_t max_weight = std::numeric_limits<uint64_t>::max();
+  size_t initial_capacity = 0;
+  std::optional<Clock::duration> time_to_live;
+  std::optional<Clock::duration> time_to_idle;
+  std::shared_ptr<Expiry<K, V>> expiry;
+  std::function<uint32_t(const K&, const V&)> weigher;
+  std::function<void(const K&, const V&, RemovalCause)> listener;
+  std::shared_ptr<Clock> clock;
+  bool clock_set = false;  // a clock(nullptr) call is an error, not "use the default"
+  size_t shards = 0;
+};
+
+inline constexpr int64_t kNever = std::numeric_limits<int64_t>::max();
+inline constexpr size_t kMaxShards = 256;
+
+inline int64_t saturating_add(int64_t a, int64_t b) {
+  int64_t r;
+  if (__builtin_add_overflow(a, b, &r)) return b > 0 ? kNever : std::numeric_limits<int64_t>::min();
+  return r;
+}
+
+/// The concurrent cache. Architecture (Caffeine's, in C++):
+///
+///  - The map is split into shards, each an absl::flat_hash_set of 4-byte node ids
+///    behind an absl::Mutex. Readers take the shard lock shared, writers exclusive. The
+///    map is strongly consistent: a get() after an insert() returns see the value.
+///  - Entries live in per-shard NodeArenas (stable addresses, 32-bit ids). A node's key,
+///    value, `alive` flag and timestamps are owned by its shard (written under the shard
+///    lock; timestamps are atomics because readers move time-to-idle under a shared lock).
+///    Its policy and timer hooks are owned by the maintenance lock.
+///  - The eviction policy (W-TinyLFU) and the timer wheel are single-threaded and are
+///    driven only under `maintenance_mu_`. Readers record hits into lossy striped
+///    buffers; writers append events to their shard's log (under the shard lock they
+///    already hold, so each shard's events are in mutation order). Whoever gets the
+///    maintenance lock (try-lock after a write or when a read stripe fills, or
+///    run_pending_tasks()) drains both, expires, and evicts. Eviction bookkeeping is thus
+///    eventually consistent, like Caffeine's and Moka's.
+///
+/// Node lifecycle invariants (what makes ids safe to keep in buffers):
+///  1. A node is in its shard's map iff `alive`. Only the thread that flips `alive` to
+///     false (under the shard lock) destroys its key and value.
+///  2. A writer that removes a node logs kRemove; maintenance frees the node when it
+///     processes that event. Maintenance frees the nodes it evicts or expires itself.
+///     So each node is freed exactly once, and only by maintenance.
+///  3. Freed ids wait in `pending_free` until maintenance next swaps that shard's log, so
+///     every event logged before the free has been taken out of the log by then. Events
+///     and read records that mention a freed or reused id find `policy.contains(id)`
+///     false (the hooks are reset on unlink and only maintenance sets them) and are
+///     ignored, or at worst credit one read to the id's next occupant.
+///  4. Arena chunks are never freed while the cache lives, so a stale id never dangles.
+template <class K, class V, class Hash, class Eq>
+class CacheCore {
+  struct Node;
+  using Arena = NodeArena<Node>;
+
+ public:
+  explicit CacheCore(CacheConfig<K, V> config) : config_(std::move(config)) {
+    validate();
+    clock_ = config_.clock ? config_.clock : Clock::system();
+    int slots = 0;
+    if (config_.time_to_live) ttl_slot_ = slots++;
+    if (config_.time_to_idle) tti_slot_ = slots++;
+    if (config_.expiry) custom_slot_ = slots++;
+    expires_ = slots > 0;
+
+    size_t shards = config_.shards;
+    if (shards == 0) {
+      const unsigned cpus = std::max(1u, std::thread::hardware_concurrency());
+      shards = std::clamp<size_t>(std::bit_ceil(size_t{16} * cpus), 16, 64);
+    }
+    codec_.shard_bits = static_cast<uint32_t>(std::countr_zero(shards));
+    shards_.reserve(shards);
+    for (size_t i = 0; i < shards; ++i) {
+      shards_.push_back(std::make_unique<Shard>(this, static_cast<uint32_t>(slots)));
+      if (config_.initial_capacity > 0) {
+        absl::MutexLock lock(&shards_.back()->mu);
+        shards_.back()->map.reserve(config_.initial_capacity / shards + 1);
+      }
+    }
+    pending_free_.resize(shards);
+    dirty_words_ = (shards + 63) / 64;
+    dirty_ = std::make_unique<std::atomic<uint64_t>[]>(dirty_words_);
+    const uint32_t stripes = std::bit_ceil(2 * std::max(1u, std::thread::hardware_concurrency()));
+    reads_ = std::make_unique<ReadBuffer>(std::min<uint32_t>(stripes, 64));
+    stats_ = std::make_unique<StripedCounters<kStatCount>>(std::min<uint32_t>(stripes, 64));
+    policy_.emplace(config_.max_weight, PolicyHookOf{this});
+    wheel_.emplace(WheelHookOf{this}, now_ns());
+  }
+
+  CacheCore(const CacheCore&) = delete;
+  CacheCore& operator=(const CacheCore&) = delete;
+
+  ~CacheCore() {
+    // No other thread may use the cache now. Destroy what live nodes hold; the arena
+    // destroys the nodes themselves.
+    for (auto& shard : shards_) {
+      absl::MutexLock lock(&shard->mu);
+      for (Slot slot : shard->map) destroy_entry(node(slot.id));
+      shard->map.clear();
+    }
+  }
+
+  // ---- Reads ---------------------------------------------------------------------------
+
+  std::optional<V> get(const K& key) {
+    const uint64_t h = hash_key(key);
+    Shard& s = shard_for(h);
+    const int64_t now = expires_ ? now_ns() : 0;
+    std::optional<V> result;
+    uint64_t unrecorded = 0;
+    {
+      absl::ReaderMutexLock lock(&s.mu);
+      auto it = s.map.find(key);
+      if (it != s.map.end()) {
+        Node& n = node(it->id);
+        if (!is_expired(it->id, now)) {
+          result.emplace(n.value);
+          on_read_locked(it->id, n, now);
+          const uint64_t rec = read_record(it->id, h);
+          if (!reads_->record(rec)) unrecorded = rec;
+        }
+      }
+    }
+    stats_->add(result ? kHits : kMisses);
+    if (unrecorded != 0) {
+      // Our stripe is full: drain it if nobody else is, then retry once, so that a
+      // single-threaded user never loses a read. (The id may be stale by now; stale
+      // records are harmless, see invariant 3.)
+      if (in_maintenance_ != this && maintenance_mu_.TryLock()) maintain_and_unlock();
+      reads_->record(unrecorded);
+    }
+    return result;
+  }
+
+  bool contains_key(const K& key) const {
+    const uint64_t h = hash_key(key);
+    Shard& s = shard_for(h);
+    const int64_t now = expires_ ? now_ns() : 0;
+    absl::ReaderMutexLock lock(&s.mu);
+    auto it = s.map.find(key);
+    return it != s.map.end() && !is_expired(it->id, now);
+  }
+
+  template <class F>
+  void for_each(F&& f) const {
+    // Weakly consistent: each shard is copied under its shared lock and visited after
+    // the lock is released, so `f` may call back into the cache.
+    std::vector<std::pair<K, V>> batch;
+    for (const auto& shard : shards_) {
+      batch.clear();
+      {
+        const int64_t now = expires_ ? now_ns() : 0;
+        absl::ReaderMutexLock lock(&shard->mu);
+        batch.reserve(shard->map.size());
+        for (Slot slot : shard->map) {
+          if (is_expired(slot.id, now)) continue;
+          const Node& n = node(slot.id);
+          batch.emplace_back(n.key, n.value);
+        }
+      }
+      for (const auto& [k, v] : batch) f(k, v);
+    }
+  }
+
+  uint64_t entry_count() const {
+    uint64_t total = 0;
+    for (const auto& shard : shards_) {
+      absl::ReaderMutexLock lock(&shard->mu);
+      total += shard->map.size();
+    }
+    return total;
+  }
+
+  uint64_t weighted_size() const {
+    return weighted_size_.load(std::memory_order_relaxed);  // relaxed: a statistic, set by maintenance
+  }
+
+  CacheStats stats() const {
+    CacheStats s;
+    s.hits = stats_->sum(kHits);
+    s.misses = stats_->sum(kMisses);
+    s.load_successes = stats_->sum(kLoadSuccesses);
+    s.load_failures = stats_->sum(kLoadFailures);
+    s.evictions_expired = stats_->sum(kEvictionsExpired);
+    s.evictions_size = stats_->sum(kEvictionsSize);
+    s.invalidations = stats_->sum(kInvalidations);
+    s.replacements = stats_->sum(kReplacements);
+    return s;
+  }
+
+  // ---- Writes --------------------------------------------------------------------------
+
+  void insert(K key, V value) {
+    const uint64_t h = hash_key(key);
+    Notifications out;
+    write(std::move(key), std::move(value), h, out);
+    deliver(out);
+    after_write();
+  }
+
+  std::optional<V> remove(const K& key) {
+    const uint64_t h = hash_key(key);
+    Shard& s = shard_for(h);
+    const int64_t now = expires_ ? now_ns() : 0;
+    Notifications out;
+    std::optional<V> result;
+    {
+      absl::MutexLock lock(&s.mu);
+      auto it = s.map.find(key);
+      if (it == s.map.end()) return std::nullopt;
+      const NodeId id = it->id;
+      const bool expired = is_expired(id, now);
+      s.map.erase(it);
+      Node& n = node(id);
+      if (!expired) result.emplace(n.value);
+      retire_locked(s, id, n, expired ? RemovalCause::kExpired : RemovalCause::kExplicit, out);
+    }
+    deliver(out);
+    after_write();
+    return result;
+  }
+
+  template <class Pred>
+  void invalidate_if(Pred&& pred) {
+    // `pred` runs under each shard's exclusive lock, so a shard is filtered atomically;
+    // it must not call back into the cache.
+    for (auto& shard : shards_) {
+      Notifications out;
+      {
+        const int64_t now = expires_ ? now_ns() : 0;
+        absl::MutexLock lock(&shard->mu);
+        for (auto it = shard->map.begin(); it != shard->map.end();) {
+          const NodeId id = it->id;
+          Node& n = node(id);
+          const bool expired = is_expired(id, now);
+          if (!expired && !pred(static_cast<const K&>(n.key), static_cast<const V&>(n.value))) {
+            ++it;
+            continue;
+          }
+          shard->map.erase(it++);
+          retire_locked(*shard, id, n, expired ? RemovalCause::kExpired : RemovalCause::kExplicit, out);
+        }
+      }
+      deliver(out);
+    }
+    after_write();
+  }
+
+  void invalidate_all() {
+    invalidate_if([](const K&, const V&) { return true; });
+  }
+
+  // ---- Loaders -------------------------------------------------------------------------
+
+  /// The three loader flavours share one single-flight mechanism; a key's in-flight
+  /// loads are tracked per flavour, since their outcomes differ in type.
+  enum LoadKind : size_t { kLoadValue = 0, kLoadStatus = 1, kLoadOptional = 2 };
+
+  struct Flight {
+    absl::Notification done;
+    std::optional<V> value;
+    std::exception_ptr error;
+    absl::Status status;
+  };
+
+  /// Returns the cached value, or joins or leads the load of `key`. `run(flight)` is
+  /// called on the leader, outside any lock, and must set flight.value on success or
+  /// flight.error / flight.status on failure (no value and no error = nullopt).
+  template <class Run>
+  std::shared_ptr<Flight> load(const K& key, LoadKind kind, Run&& run, std::optional<V>& hit) {
+    const uint64_t h = hash_key(key);
+    hit = get(key);
+    if (hit) return nullptr;
+    Shard& s = shard_for(h);
+    std::shared_ptr<Flight> flight;
+    bool leader = false;
+    {
+      const int64_t now = expires_ ? now_ns() : 0;
+      absl::MutexLock lock(&s.mu);
+      auto it = s.map.find(key);
+      if (it != s.map.end() && !is_expired(it->id, now)) {
+        // Loaded by someone between our get() and the lock: a hit after all.
+        hit.emplace(node(it->id).value);
+        return nullptr;
+      }
+      auto& slot = s.loading[key][kind];
+      if (slot) {
+        flight = slot;
+      } else {
+        slot = flight = std::make_shared<Flight>();
+        leader = true;
+      }
+    }
+    if (!leader) {
+      flight->done.WaitForNotification();  // Notify() happens-after the outcome is written
+      return flight;
+    }
+    try {
+      run(*flight);
+    } catch (...) {
+      flight->value.reset();
+      flight->error = std::current_exception();
+    }
+    stats_->add(flight->value ? kLoadSuccesses : kLoadFailures);
+    if (flight->value) {
+      Notifications out;
+      write(K(key), V(*flight->value), h, out);
+      deliver(out);
+    }
+    {
+      absl::MutexLock lock(&s.mu);
+      auto it = s.loading.find(key);
+      if (it != s.loading.end()) {
+        it->second[kind].reset();
+        if (std::all_of(it->second.begin(), it->second.end(), [](const auto& f) { return !f; })) {
+          s.loading.erase(it);
+        }
+      }
+    }
+    flight->done.Notify();
+    if (flight->value) after_write();
+    return flight;
+  }
+
+  // ---- Maintenance ---------------------------------------------------------------------
+
+  void run_pending_tasks() {
+    if (in_maintenance_ == this) return;  // called from a listener: we are already in it
+    absl::MutexLock lock(&maintenance_mu_);
+    // Loop: a listener that writes back into the cache leaves new events behind (bounded,
+    // in case it does so for every notification forever).
+    for (int round = 0; round < 8; ++round) {
+      maintain_locked();
+      if (pending_writes_.load() <= 0) break;
+    }
+  }
+
+  size_t shard_count() const { return shards_.size(); }
+
+ private:
+  // ---- Types ---------------------------------------------------------------------------
+
+  struct alignas(8) Node {
+    Node() {}
+    ~Node() {}
+    union {
+      K key;
+    };
+    union {
+      V value;
+    };
+    TinyLfuHook policy;    // maintenance-owned
+    TimerWheelHook timer;  // maintenance-owned
+    bool alive = false;    // shard-owned
+  };
+
+  struct Slot {
+    NodeId id;
+  };
+
+  struct SlotHash {
+    using is_transparent = void;
+    const CacheCore* core;
+    size_t operator()(Slot s) const { return core->hash_key(core->node(s.id).key); }
+    size_t operator()(const K& k) const { return core->hash_key(k); }
+  };
+
+  struct SlotEq {
+    using is_transparent = void;
+    const CacheCore* core;
+    bool operator()(Slot a, Slot b) const { return a.id == b.id; }
+    bool operator()(Slot a, const K& k) const { return core->eq_(core->node(a.id).key, k); }
+    bool operator()(const K& k, Slot a) const { return core->eq_(k, core->node(a.id).key); }
+  };
+
+  enum class EventKind : uint8_t { kAdd, kUpdate, kRemove };
+  struct WriteEvent {
+    NodeId id;
+    uint32_t weight;
+    uint32_t hash32;
+    EventKind kind;
+  };
+
+  struct Shard {
+    Shard(const CacheCore* core, uint32_t slots)
+        : map(0, SlotHash{core}, SlotEq{core}), arena(slots) {}
+    mutable absl::Mutex mu;
+    absl::flat_hash_set<Slot, SlotHash, SlotEq> map ABSL_GUARDED_BY(mu);
+    Arena arena;  // ensure() under mu; node() anywhere for existing ids
+    std::vector<uint32_t> free_locals ABSL_GUARDED_BY(mu);
+    uint32_t next_local ABSL_GUARDED_BY(mu) = 0;
+    std::vector<WriteEvent> log ABSL_GUARDED_BY(mu);
+    absl::flat_hash_map<K, std::array<std::shared_ptr<Flight>, 3>, Hash, Eq> loading ABSL_GUARDED_BY(mu);
+  };
+
+  struct Notification {
+    K key;
+    V value;
+    RemovalCause cause;
+  };
+  using Notifications = std::vector<Notification>;
+
+  struct PolicyHookOf {
+    CacheCore* core;
+    TinyLfuHook& operator()(NodeId id) const { return core->node(id).policy; }
+  };
+  struct WheelHookOf {
+    CacheCore* core;
+    TimerWheelHook& operator()(NodeId id) const { return core->node(id).timer; }
+  };
+
+  enum Stat : size_t {
+    kHits, kMisses, kLoadSuccesses, kLoadFailures,
+    kEvictionsExpired, kEvictionsSize, kInvalidations, kReplacements, kStatCount
+  };
+
+  // Writers stop waiting for a try-lock and block on the maintenance lock once this many
+  // events are pending: it bounds how far the size may overshoot under contention.
+  static constexpr int64_t kMaxPendingWrites = 256;
+
+  // ---- Hashing and addressing ------------------------------------------------------------
+
+  uint64_t hash_key(const K& key) const {
+    // The user's hash may be weak (std::hash is the identity for integers): mix it, since
+    // the shard comes from the top bits and the policy's sketch from the low ones.
+    uint64_t h = static_cast<uint64_t>(hasher_(key));
+    h ^= h >> 32;
+    h *= 0xD6E8FEB86659FD93ULL;
+    h ^= h >> 32;
+    h *= 0xD6E8FEB86659FD93ULL;
+    h ^= h >> 32;
+    return h;
+  }
+
+  Shard& shard_for(uint64_t h) const { return *shards_[(h >> 56) & (shards_.size() - 1)]; }
+
+  Node& node(NodeId id) const {
+    return shards_[codec_.shard_of(id)]->arena.node(codec_.local_of(id));
+  }
+  std::atomic<int64_t>* times(NodeId id) const {
+    return shards_[codec_.shard_of(id)]->arena.slots(codec_.local_of(id));
+  }
+
+  static uint64_t policy_hash(uint32_t hash32) {
+    return (static_cast<uint64_t>(hash32) * 0x9E3779B97F4A7C15ULL) ^ hash32;
+  }
+  static uint64_t read_record(NodeId id, uint64_t h) {
+    return (static_cast<uint64_t>(static_cast<uint32_t>(h)) << 32) | (static_cast<uint64_t>(id) + 1);
+  }
+
+  // ---- Time ----------------------------------------------------------------------------
+
+  int64_t now_ns() const { return clock_->now().time_since_epoch().count(); }
+  static Clock::time_point to_time(int64_t ns) { return Clock::time_point(Clock::duration(ns)); }
+
+  /// The earliest of the node's deadlines. relaxed loads: the timestamps are written under
+  /// the shard lock (exclusive, or shared for time-to-idle, which only moves forward) and
+  /// read either under it or by maintenance, which re-checks under the lock before acting.
+  int64_t deadline(NodeId id) const {
+    const std::atomic<int64_t>* t = times(id);
+    int64_t d = kNever;
+    if (ttl_slot_ >= 0) d = std::min(d, t[ttl_slot_].load(std::memory_order_relaxed));
+    if (tti_slot_ >= 0) d = std::min(d, t[tti_slot_].load(std::memory_order_relaxed));
+    if (custom_slot_ >= 0) d = std::min(d, t[custom_slot_].load(std::memory_order_relaxed));
+    return d;
+  }
+  bool is_expired(NodeId id, int64_t now) const { return expires_ && now >= deadline(id); }
+
+  std::optional<Clock::duration> remaining(NodeId id, int64_t now) const {
+    const int64_t d = times(id)[custom_slot_].load(std::memory_order_relaxed);  // relaxed: under the shard lock
+    if (d == kNever) return std::nullopt;
+    return Clock::duration(d - now);
+  }
+
+  static int64_t deadline_after(int64_t now, std::optional<Clock::duration> d) {
+    return d ? saturating_add(now, std::max<int64_t>(d->count(), 0)) : kNever;
+  }
+
+  /// Sets the timestamps of a node just written. Under the shard's exclusive lock.
+  /// `custom` is the per-entry deadline computed by the caller (it may throw, so it is
+  /// computed before anything changes).
+  void stamp_write(NodeId id, int64_t now, int64_t custom) {
+    std::atomic<int64_t>* t = times(id);
+    // relaxed: see deadline().
+    if (ttl_slot_ >= 0) t[ttl_slot_].store(saturating_add(now, config_.time_to_live->count()), std::memory_order_relaxed);
+    if (tti_slot_ >= 0) t[tti_slot_].store(saturating_add(now, config_.time_to_idle->count()), std::memory_order_relaxed);
+    if (custom_slot_ >= 0) t[custom_slot_].store(custom, std::memory_order_relaxed);
+  }
+
+  /// A read hit under the shard's shared lock: moves time-to-idle and the per-entry
+  /// deadline. Concurrent readers may race here; each store is atomic and any of them
+  /// is a valid outcome.
+  void on_read_locked(NodeId id, Node& n, int64_t now) {
+    if (!expires_) return;
+    std::atomic<int64_t>* t = times(id);
+    // relaxed: see deadline().
+    if (tti_slot_ >= 0) t[tti_slot_].store(saturating_add(now, config_.time_to_idle->count()), std::memory_order_relaxed);
+    if (custom_slot_ >= 0) {
+      auto d = config_.expiry->expire_after_read(n.key, n.value, to_time(now), remaining(id, now));
+      if (d) t[custom_slot_].store(deadline_after(now, d), std::memory_order_relaxed);
+    }
+  }
+
+  // ---- Write path ----------------------------------------------------------------------
+
+  uint32_t weigh(const K& key, const V& value) const {
+    return config_.weigher ? config_.weigher(key, value) : 1;
+  }
+
+  /// Inserts or replaces. Notifications for what it displaced are appended to `out`.
+  void write(K key, V value, uint64_t h, Notifications& out) {
+    const uint32_t weight = weigh(key, value);  // user code: outside the lock
+    const int64_t now = expires_ ? now_ns() : 0;
+    Shard& s = shard_for(h);
+    const bool too_heavy = weight > config_.max_weight || config_.max_weight == 0;
+    {
+      absl::MutexLock lock(&s.mu);
+      auto it = s.map.find(key);
+      if (it != s.map.end()) {
+        const NodeId id = it->id;
+        Node& n = node(id);
+        const bool expired = is_expired(id, now);
+        if (too_heavy) {
+          // Caffeine's semantics: the old value is replaced, the new one never kept.
+          s.map.erase(it);
+          retire_locked(s, id, n, expired ? RemovalCause::kExpired : RemovalCause::kReplaced, out);
+        } else {
+          int64_t custom = kNever;
+          if (custom_slot_ >= 0) {
+            custom = expired ? deadline_after(now, config_.expiry->expire_after_create(key, value, to_time(now)))
+                             : update_deadline(id, n, value, now);
+          }
+          const RemovalCause cause = expired ? RemovalCause::kExpired : RemovalCause::kReplaced;
+          if (config_.listener) out.push_back(Notification{n.key, std::move(n.value), cause});
+          n.value = std::move(value);
+          stats_->add(expired ? kEvictionsExpired : kReplacements);
+          stamp_write(id, now, custom);
+          s.log.push_back(WriteEvent{id, weight, static_cast<uint32_t>(h), EventKind::kUpdate});
+          mark_dirty(id);
+          return;
+        }
+      } else if (!too_heavy) {
+        const int64_t custom = custom_slot_ >= 0
+            ? deadline_after(now, config_.expiry->expire_after_create(key, value, to_time(now)))
+            : kNever;
+        const NodeId id = allocate_locked(s, h);
+        Node& n = node(id);
+        new (&n.key) K(std::move(key));
+        try {
+          new (&n.value) V(std::move(value));
+        } catch (...) {
+          n.key.~K();
+          s.free_locals.push_back(codec_.local_of(id));
+          throw;
+        }
+        n.alive = true;
+        stamp_write(id, now, custom);
+        try {
+          s.map.insert(Slot{id});
+        } catch (...) {
+          destroy_entry(n);
+          s.free_locals.push_back(codec_.local_of(id));
+          throw;
+        }
+        s.log.push_back(WriteEvent{id, weight, static_cast<uint32_t>(h), EventKind::kAdd});
+        mark_dirty(id);
+        return;
+      }
+    }
+    // Heavier than the whole capacity: never kept, reported once as evicted for size.
+    stats_->add(kEvictionsSize);
+    if (config_.listener) out.push_back(Notification{std::move(key), std::move(value), RemovalCause::kSize});
+  }
+
+  int64_t update_deadline(NodeId id, Node& n, const V& value, int64_t now) {
+    const int64_t current = times(id)[custom_slot_].load(std::memory_order_relaxed);  // relaxed: under the lock
+    auto d = config_.expiry->expire_after_update(n.key, value, to_time(now), remaining(id, now));
+    return d ? deadline_after(now, d) : current;
+  }
+
+  NodeId allocate_locked(Shard& s, uint64_t h) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu) {
+    const uint32_t shard = static_cast<uint32_t>((h >> 56) & (shards_.size() - 1));
+    uint32_t local;
+    if (!s.free_locals.empty()) {
+      local = s.free_locals.back();
+      s.free_locals.pop_back();
+    } else {
+      if (s.next_local > codec_.max_local()) throw std::length_error("streamcache::Cache: shard is full (2^32 entries)");
+      local = s.next_local++;
+      s.arena.ensure(local);
+    }
+    return codec_.make(shard, local);
+  }
+
+  /// Takes a node out of service after the caller erased it from the map: counts it,
+  /// hands its key and value to the listener, destroys them, and logs the removal so
+  /// maintenance unlinks and frees the node (invariant 2).
+  void retire_locked(Shard& s, NodeId id, Node& n, RemovalCause cause, Notifications& out)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu) {
+    count_removal(cause);
+    if (config_.listener) out.push_back(Notification{std::move(n.key), std::move(n.value), cause});
+    destroy_entry(n);
+    s.log.push_back(WriteEvent{id, 0, 0, EventKind::kRemove});
+    mark_dirty(id);
+  }
+
+  void count_removal(RemovalCause cause) {
+    switch (cause) {
+      case RemovalCause::kExpired: stats_->add(kEvictionsExpired); break;
+      case RemovalCause::kExplicit: stats_->add(kInvalidations); break;
+      case RemovalCause::kReplaced: stats_->add(kReplacements); break;
+      case RemovalCause::kSize: stats_->add(kEvictionsSize); break;
+    }
+  }
+
+  static void destroy_entry(Node& n) {
+    n.alive = false;
+    n.key.~K();
+    n.value.~V();
+  }
+
+  void mark_dirty(NodeId id) {
+    const uint32_t shard = codec_.shard_of(id);
+    std::atomic<uint64_t>& word = dirty_[shard / 64];
+    const uint64_t bit = uint64_t{1} << (shard % 64);
+    // Load first: under load the bit is usually already set, and a plain load does not
+    // bounce the line between writers. relaxed: the shard lock orders the log itself;
+    // the bit only says "look at this shard".
+    if ((word.load(std::memory_order_relaxed) & bit) == 0) word.fetch_or(bit, std::memory_order_relaxed);
+  }
+
+  void deliver(Notifications& out) {
+    if (!config_.listener) return;
+    for (const Notification& n : out) {
+      try {
+        config_.listener(n.key, n.value, n.cause);
+      } catch (...) {
+        // A throwing listener must not break the cache or lose other notifications.
+      }
+    }
+    out.clear();
+  }
+
+  void after_write() {
+    // seq_cst: the increment and the fence below form the store-load handshake with
+    // maintain_and_unlock(): either our try-lock succeeds, or the holder sees our event
+    // after it unlocks (see there).
+    const int64_t pending = pending_writes_.fetch_add(1) + 1;
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    if (in_maintenance_ == this) return;  // a listener writing back: the holder drains it
+    if (pending >= kMaxPendingWrites) {
+      maintenance_mu_.Lock();
+      maintain_and_unlock();
+    } else if (maintenance_mu_.TryLock()) {
+      maintain_and_unlock();
+    }
+  }
+
+  // ---- Maintenance ---------------------------------------------------------------------
+
+  void maintain_and_unlock() ABSL_UNLOCK_FUNCTION(maintenance_mu_) {
+    for (int round = 0;; ++round) {
+      maintain_locked();
+      maintenance_mu_.Unlock();
+      // Events logged by writers whose try-lock failed while we held the lock are seen
+      // here (their fetch_add + fence precede their failed try-lock, which precedes our
+      // unlock): pick them up rather than strand them until the next write. Bounded, so
+      // one unlucky thread does not do everyone's maintenance forever.
+      std::atomic_thread_fence(std::memory_order_seq_cst);
+      if (round >= 2 || pending_writes_.load() <= 0 || !maintenance_mu_.TryLock()) return;
+    }
+  }
+
+  void maintain_locked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(maintenance_mu_) {
+    in_maintenance_ = this;
+    struct Reset {
+      ~Reset() { in_maintenance_ = nullptr; }
+    } reset;
+    drain_reads();
+    drain_writes();
+    Notifications out;
+    if (expires_) expire(now_ns(), out);
+    evict(out);
+    // relaxed: weighted_size() is a statistic; run_pending_tasks() callers synchronize
+    // through the maintenance lock anyway.
+    weighted_size_.store(policy_->weighted_size(), std::memory_order_relaxed);
+    deliver(out);
+  }
+
+  void drain_reads() ABSL_EXCLUSIVE_LOCKS_REQUIRED(maintenance_mu_) {
+    reads_->drain([this](uint64_t rec) {
+      const NodeId id = static_cast<NodeId>((rec & 0xFFFFFFFFu) - 1);
+      if (policy_->contains(id)) policy_->on_access(id, policy_hash(static_cast<uint32_t>(rec >> 32)));
+      if (custom_slot_ >= 0 && wheel_->scheduled(id)) wheel_->schedule(id, deadline(id));
+    });
+  }
+
+  void drain_writes() ABSL_EXCLUSIVE_LOCKS_REQUIRED(maintenance_mu_) {
+    for (size_t w = 0; w < dirty_words_; ++w) {
+      if (dirty_[w].load(std::memory_order_relaxed) == 0) continue;  // relaxed: see mark_dirty()
+      uint64_t bits = dirty_[w].exchange(0, std::memory_order_relaxed);
+      while (bits != 0) {
+        const size_t shard = w * 64 + static_cast<size_t>(std::countr_zero(bits));
+        bits &= bits - 1;
+        swap_log(shard);
+        apply_log(shard);
+      }
+    }
+  }
+
+  /// Takes the shard's log and gives the shard back the ids freed since the last swap
+  /// (invariant 3: everything logged before those frees is now in our hands).
+  void swap_log(size_t shard) ABSL_EXCLUSIVE_LOCKS_REQUIRED(maintenance_mu_) {
+    Shard& s = *shards_[shard];
+    scratch_log_.clear();
+    absl::MutexLock lock(&s.mu);
+    std::swap(scratch_log_, s.log);
+    auto& freed = pending_free_[shard];
+    s.free_locals.insert(s.free_locals.end(), freed.begin(), freed.end());
+    freed.clear();
+  }
+
+  void apply_log(size_t shard) ABSL_EXCLUSIVE_LOCKS_REQUIRED(maintenance_mu_) {
+    // seq_cst (default): pairs with the increment in after_write().
+    pending_writes_.fetch_sub(static_cast<int64_t>(scratch_log_.size()));
+    for (const WriteEvent& e : scratch_log_) {
+      switch (e.kind) {
+        case EventKind::kAdd:
+          policy_->on_insert(e.id, policy_hash(e.hash32), e.weight);
+          if (expires_) wheel_->schedule(e.id, deadline(e.id));
+          break;
+        case EventKind::kUpdate:
+          if (!policy_->contains(e.id)) break;  // evicted before this event was drained
+          policy_->on_update(e.id, policy_hash(e.hash32), e.weight);
+          if (expires_) wheel_->schedule(e.id, deadline(e.id));
+          break;
+        case EventKind::kRemove:
+          policy_->on_remove(e.id);
+          wheel_->deschedule(e.id);
+          pending_free_[shard].push_back(codec_.local_of(e.id));
+          break;
+      }
+    }
+  }
+
+  void expire(int64_t now, Notifications& out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(maintenance_mu_) {
+    wheel_->advance(now, [&](NodeId id) {
+      Shard& s = *shards_[codec_.shard_of(id)];
+      absl::MutexLock lock(&s.mu);
+      Node& n = node(id);
+      if (!n.alive) return;  // removed by a writer; its kRemove event will free it
+      if (!is_expired(id, now)) {
+        wheel_->schedule(id, deadline(id));  // time-to-idle or a per-entry deadline moved
+        return;
+      }
+      s.map.erase(Slot{id});
+      policy_->on_remove(id);
+      evict_locked(s, id, n, RemovalCause::kExpired, out);
+    });
+  }
+
+  void evict(Notifications& out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(maintenance_mu_) {
+    policy_->evict_if_needed([&](NodeId id) {
+      Shard& s = *shards_[codec_.shard_of(id)];
+      absl::MutexLock lock(&s.mu);
+      Node& n = node(id);
+      if (!n.alive) return false;  // removed by a writer; its kRemove event will free it
+      s.map.erase(Slot{id});
+      wheel_->deschedule(id);
+      evict_locked(s, id, n, RemovalCause::kSize, out);
+      return true;
+    });
+  }
+
+  /// Maintenance's counterpart of retire_locked(): the node is freed by us, not by a
+  /// logged event (invariant 2).
+  void evict_locked(Shard& s, NodeId id, Node& n, RemovalCause cause, Notifications& out)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu) {
+    (void)s;  // named for the lock annotation
+    count_removal(cause);
+    if (config_.listener) out.push_back(Notification{std::move(n.key), std::move(n.value), cause});
+    destroy_entry(n);
+    pending_free_[codec_.shard_of(id)].push_back(codec_.local_of(id));
+  }
+
+  void validate() const {
+    auto negative = [](const std::optional<Clock::duration>& d) { return d && d->count() < 0; };
+    if (negative(config_.time_to_live)) throw std::invalid_argument("streamcache::Cache: time_to_live must not be negative");
+    if (negative(config_.time_to_idle)) throw std::invalid_argument("streamcache::Cache: time_to_idle must not be negative");
+    if (config_.shards != 0 && (!std::has_single_bit(config_.shards) || config_.shards > kMaxShards)) {
+      throw std::invalid_argument("streamcache::Cache: shards must be 0 (automatic) or a power of two up to 256");
+    }
+    if (config_.clock_set && !config_.clock) throw std::invalid_argument("streamcache::Cache: clock must not be null");
+  }
+
+  // ---- State ---------------------------------------------------------------------------
+
+  const CacheConfig<K, V> config_;
+  std::shared_ptr<Clock> clock_;
+  Hash hasher_;
+  Eq eq_;
+  int ttl_slot_ = -1;
+  int tti_slot_ = -1;
+  int custom_slot_ = -1;
+  bool expires_ = false;
+  NodeIdCodec codec_;
+  std::vector<std::unique_ptr<Shard>> shards_;
+  std::unique_ptr<std::atomic<uint64_t>[]> dirty_;  // one bit per shard with a non-empty log
+  size_t dirty_words_ = 0;
+  std::unique_ptr<ReadBuffer> reads_;
+  std::unique_ptr<StripedCounters<kStatCount>> stats_;
+  std::atomic<int64_t> pending_writes_{0};
+  std::atomic<uint64_t> weighted_size_{0};
+
+  absl::Mutex maintenance_mu_;
+  std::optional<TinyLfuPolicy<PolicyHookOf>> policy_ ABSL_GUARDED_BY(maintenance_mu_);
+  std::optional<TimerWheel<WheelHookOf>> wheel_ ABSL_GUARDED_BY(maintenance_mu_);
+  std::vector<std::vector<uint32_t>> pending_free_ ABSL_GUARDED_BY(maintenance_mu_);
+  std::vector<WriteEvent> scratch_log_ ABSL_GUARDED_BY(maintenance_mu_);
+
+  // The cache whose maintenance this thread is running, so that a listener calling back
+  // into that cache neither deadlocks on the maintenance lock nor recurses into it.
+  static inline thread_local const CacheCore* in_maintenance_ = nullptr;
+};
+
+}  // namespace streamcache::detail

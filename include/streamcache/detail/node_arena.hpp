@@ -1,0 +1,119 @@
+// Per-shard storage for cache nodes, addressed by 32-bit ids.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <bit>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <new>
+#include <stdexcept>
+
+#include "streamcache/detail/intrusive_list.hpp"
+
+namespace streamcache::detail {
+
+/// Node ids carry their shard in the low bits, so the maintenance thread can find a
+/// node's shard (and lock it) without reading the node's key, which a writer may be
+/// destroying at that moment.
+struct NodeIdCodec {
+  uint32_t shard_bits = 0;
+
+  uint32_t shard_of(NodeId id) const { return id & ((1u << shard_bits) - 1); }
+  uint32_t local_of(NodeId id) const { return id >> shard_bits; }
+  NodeId make(uint32_t shard, uint32_t local) const { return (local << shard_bits) | shard; }
+  /// The largest local index a shard may hand out; kNoNode is never produced.
+  uint32_t max_local() const { return (kNoNode >> shard_bits) - 1; }
+};
+
+/// A growable array of fixed-size records whose addresses never change: chunk c holds
+/// kFirstChunk << c records, so 27 chunks cover every 32-bit index and growth never
+/// moves a record (a reader holding a Node& or an id stays valid).
+///
+/// Each record is `stride` bytes: a `Node`, followed by `extra_slots` std::atomic<int64_t>
+/// (the expiry timestamps the cache was configured with, so an entry pays only for the
+/// clocks it uses). Nodes and their slots are constructed once when their chunk is
+/// allocated and destroyed with the arena; the cache constructs and destroys the key and
+/// value inside a node itself.
+///
+/// Thread safety: allocate_chunk_for() is called with the owning shard's lock held;
+/// node() may be called concurrently from any thread for any index whose chunk exists
+/// (the chunk pointer is published with release and read with acquire).
+template <class Node>
+class NodeArena {
+ public:
+  static constexpr uint32_t kFirstChunk = 64;
+  static constexpr int kMaxChunks = 27;
+
+  explicit NodeArena(uint32_t extra_slots)
+      : extra_slots_(extra_slots), stride_(sizeof(Node) + extra_slots * sizeof(std::atomic<int64_t>)) {
+    static_assert(alignof(Node) >= alignof(std::atomic<int64_t>));
+    static_assert(sizeof(Node) % alignof(std::atomic<int64_t>) == 0);
+  }
+
+  NodeArena(const NodeArena&) = delete;
+  NodeArena& operator=(const NodeArena&) = delete;
+
+  ~NodeArena() {
+    for (int c = 0; c < kMaxChunks; ++c) {
+      char* chunk = chunks_[c].load(std::memory_order_relaxed);  // relaxed: no concurrent users at destruction
+      if (chunk == nullptr) continue;
+      const size_t n = chunk_size(c);
+      for (size_t i = 0; i < n; ++i) {
+        char* rec = chunk + i * stride_;
+        reinterpret_cast<Node*>(rec)->~Node();
+        auto* slots = reinterpret_cast<std::atomic<int64_t>*>(rec + sizeof(Node));
+        for (uint32_t s = 0; s < extra_slots_; ++s) slots[s].~atomic();
+      }
+      ::operator delete(chunk, std::align_val_t(alignof(Node)));
+    }
+  }
+
+  /// Makes sure the record for `local` exists. Called under the shard's lock.
+  void ensure(uint32_t local) {
+    const int c = chunk_of(local);
+    if (chunks_[c].load(std::memory_order_relaxed) != nullptr) return;  // relaxed: only the lock holder stores
+    const size_t n = chunk_size(c);
+    char* chunk = static_cast<char*>(::operator new(n * stride_, std::align_val_t(alignof(Node))));
+    for (size_t i = 0; i < n; ++i) {
+      char* rec = chunk + i * stride_;
+      new (rec) Node();
+      auto* slots = reinterpret_cast<std::atomic<int64_t>*>(rec + sizeof(Node));
+      for (uint32_t s = 0; s < extra_slots_; ++s) new (&slots[s]) std::atomic<int64_t>(0);
+    }
+    // release: pairs with the acquire in record(): a reader that sees the chunk sees its nodes constructed.
+    chunks_[c].store(chunk, std::memory_order_release);
+    bytes_ += n * stride_;
+  }
+
+  Node& node(uint32_t local) const { return *reinterpret_cast<Node*>(record(local)); }
+
+  std::atomic<int64_t>* slots(uint32_t local) const {
+    return reinterpret_cast<std::atomic<int64_t>*>(record(local) + sizeof(Node));
+  }
+
+  /// Bytes allocated so far (for memory accounting).
+  size_t bytes() const { return bytes_; }
+
+ private:
+  static int chunk_of(uint32_t local) {
+    return std::bit_width(local / kFirstChunk + 1) - 1;
+  }
+  static size_t chunk_size(int c) { return static_cast<size_t>(kFirstChunk) << c; }
+  static size_t chunk_base(int c) { return static_cast<size_t>(kFirstChunk) * ((size_t{1} << c) - 1); }
+
+  char* record(uint32_t local) const {
+    const int c = chunk_of(local);
+    // acquire: pairs with the release store in ensure().
+    char* chunk = chunks_[c].load(std::memory_order_acquire);
+    return chunk + (local - chunk_base(c)) * stride_;
+  }
+
+  const uint32_t extra_slots_;
+  const size_t stride_;
+  size_t bytes_ = 0;
+  std::array<std::atomic<char*>, kMaxChunks> chunks_{};
+};
+
+}  // namespace streamcache::detail
