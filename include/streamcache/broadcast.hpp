@@ -105,7 +105,8 @@ class Subscriber {
 
   /// Waits for at least one message, then appends what is available, up to `max`,
   /// to `out`. Returns how many it appended: 0 means closed-and-drained or cancelled
-  /// (or max == 0). Lag inside a batch skips ahead and is counted in missed_total().
+  /// (or max == 0). Lag skips ahead and is counted in missed_total(); the appended
+  /// messages are one contiguous run of sequences ending at next_seq() - 1.
   size_t recv_batch(std::vector<T>& out, size_t max, std::stop_token stop = {}) {
     if (max == 0 || !ring_) return 0;
     for (;;) {
@@ -126,6 +127,7 @@ class Subscriber {
           ++next_;
           ++appended;
         } else if (status == detail::ReadStatus::kOverwritten) {
+          if (appended > 0) break;  // keep a batch one contiguous run; skip next call
           skip_lag();
         } else {
           // closed() is read before re-checking the slot: a publish that completed

@@ -23,13 +23,13 @@
 #include <cstdint>
 #include <limits>
 #include <memory>
+#include <mutex>
 #include <stdexcept>
 #include <stop_token>
 #include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
-#include "absl/synchronization/mutex.h"
 #include "streamcache/detail/broadcast_slot.hpp"
 #include "streamcache/detail/broadcast_wait.hpp"
 
@@ -40,6 +40,29 @@ struct alignas(kCacheLine) GateCursor {
   std::atomic<uint64_t> next{0};
 };
 static_assert(sizeof(GateCursor) == kCacheLine);
+
+/// std::mutex with clang thread-safety annotations. Not absl::Mutex: Debian's abseil
+/// is built without ThreadSanitizer, so TSan cannot see absl::Mutex's ordering and
+/// reports false races on what it guards; TSan does intercept pthread mutexes.
+class ABSL_LOCKABLE GateMutex {
+ public:
+  void lock() ABSL_EXCLUSIVE_LOCK_FUNCTION() { mu_.lock(); }
+  void unlock() ABSL_UNLOCK_FUNCTION() { mu_.unlock(); }
+
+ private:
+  std::mutex mu_;
+};
+
+class ABSL_SCOPED_LOCKABLE GateLock {
+ public:
+  explicit GateLock(GateMutex& mu) ABSL_EXCLUSIVE_LOCK_FUNCTION(mu) : mu_(mu) { mu_.lock(); }
+  ~GateLock() ABSL_UNLOCK_FUNCTION() { mu_.unlock(); }
+  GateLock(const GateLock&) = delete;
+  GateLock& operator=(const GateLock&) = delete;
+
+ private:
+  GateMutex& mu_;
+};
 
 template <class T>
 class BroadcastRing {
@@ -136,7 +159,7 @@ class BroadcastRing {
   /// before the registration may already be overwriting `from` (then the gap is
   /// reported to the subscriber as lag).
   uint64_t register_gate(GateCursor* cursor, uint64_t from) {
-    absl::MutexLock lock(&gate_mu_);
+    GateLock lock(gate_mu_);
     // Lower the cache first (seq_cst), then read claim_ (seq_cst): a producer either
     // claimed before our read (and is accounted for below) or sees the lowered cache.
     gate_cache_.store(std::min(gate_cache_.load(), from));
@@ -149,7 +172,7 @@ class BroadcastRing {
 
   void unregister_gate(GateCursor* cursor) {
     {
-      absl::MutexLock lock(&gate_mu_);
+      GateLock lock(gate_mu_);
       std::erase(gates_, cursor);
     }
     // A departed subscriber can never hold producers back: let them re-check.
@@ -176,7 +199,7 @@ class BroadcastRing {
 
   /// Lowest cursor among live kBlock subscribers, kNoGate if none; refreshes the cache.
   uint64_t recompute_gate() {
-    absl::MutexLock lock(&gate_mu_);
+    GateLock lock(gate_mu_);
     uint64_t gate = kNoGate;
     for (const GateCursor* c : gates_) gate = std::min(gate, c->next.load());
     gate_cache_.store(gate);
@@ -208,7 +231,7 @@ class BroadcastRing {
   alignas(kCacheLine) std::atomic<bool> closed_{false};
   Parker data_parker_;   // subscribers waiting for a message
   Parker space_parker_;  // kBlock producers waiting for the slowest subscriber
-  absl::Mutex gate_mu_;
+  GateMutex gate_mu_;
   std::vector<GateCursor*> gates_ ABSL_GUARDED_BY(gate_mu_);
   std::unique_ptr<Slot[]> slots_;
 };

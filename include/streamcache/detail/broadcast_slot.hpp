@@ -130,9 +130,10 @@ class LockedSlot : public SlotStamp {
       LockedSlot* slot;
       uint64_t seq;
       ~Complete() {
-        // Unlock before the stable stamp: the next lap's writer starts after seeing the
-        // stable stamp, so its fetch_or cannot be clobbered by this store.
-        slot->lock_.store(0, std::memory_order_release);  // release: pairs with readers' acquire fetch_add in read()
+        // An RMW, not a store of 0: readers that saw the writer bit are still
+        // backing out their increments. Before the stable stamp, which is what
+        // releases the next lap's writer.
+        slot->lock_.fetch_and(~kWriter, std::memory_order_release);  // release: pairs with readers' acquire fetch_add in read()
         slot->stamp_.store(stable_stamp(seq), std::memory_order_release);  // release: pairs with the acquire stamp loads in read() and complete()
       }
     } complete{this, seq};

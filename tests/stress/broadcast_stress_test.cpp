@@ -1,0 +1,266 @@
+// Several producers (half with publish(), half with claim() + publish_claimed()),
+// subscribers joining, leaving and replaying all the time. Every subscriber must see
+// a gap-free increasing sequence apart from reported lag, each producer's messages in
+// its order, and values never torn. Bounded by time and by operation count.
+#include "streamcache/broadcast.hpp"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace streamcache {
+namespace {
+
+constexpr int kProducers = 3;
+constexpr int kSubscriberThreads = 3;
+constexpr auto kTimeBudget = std::chrono::milliseconds(1500);
+#if defined(__SANITIZE_THREAD__)
+constexpr uint64_t kMessagesPerProducer = 40'000;
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+constexpr uint64_t kMessagesPerProducer = 40'000;
+#else
+constexpr uint64_t kMessagesPerProducer = 300'000;
+#endif
+#else
+constexpr uint64_t kMessagesPerProducer = 300'000;
+#endif
+
+// A message names its producer and a payload: a per-producer counter for publish()
+// producers, the message's own sequence for claim() producers (they know it first).
+struct Decoded {
+  int producer;
+  uint64_t payload;
+};
+
+struct U64Codec {
+  using T = uint64_t;
+  static T encode(int producer, uint64_t payload) {
+    return (static_cast<uint64_t>(producer) << 56) | payload;
+  }
+  static Decoded decode(const T& v) {
+    return {static_cast<int>(v >> 56), v & ((uint64_t{1} << 56) - 1)};
+  }
+};
+
+// Long enough to live on the heap: a torn copy would be a use-after-free under TSan/ASan.
+struct StringCodec {
+  using T = std::string;
+  static T encode(int producer, uint64_t payload) {
+    std::string s = std::to_string(producer) + ":" + std::to_string(payload) + ":";
+    s.resize(48 + payload % 32, static_cast<char>('a' + payload % 26));
+    return s;
+  }
+  static Decoded decode(const T& v) {
+    const size_t colon = v.find(':');
+    const size_t colon2 = v.find(':', colon + 1);
+    Decoded d{std::stoi(v.substr(0, colon)), std::stoull(v.substr(colon + 1, colon2 - colon - 1))};
+    EXPECT_EQ(v, encode(d.producer, d.payload)) << "torn value";
+    return d;
+  }
+};
+
+struct Tally {
+  uint64_t received = 0;
+  uint64_t missed = 0;
+  uint64_t subscriptions = 0;
+};
+
+// Checks one subscription's stream; returns false (after recording a failure) on error.
+template <class Codec>
+class StreamChecker {
+ public:
+  explicit StreamChecker(uint64_t first) : expected_(first) { last_.fill(0); }
+
+  bool ok(uint64_t seq, const typename Codec::T& value) {
+    if (seq != expected_) {
+      ADD_FAILURE() << "got seq " << seq << ", expected " << expected_;
+      return false;
+    }
+    const Decoded d = Codec::decode(value);
+    if (d.producer < 0 || d.producer >= kProducers) {
+      ADD_FAILURE() << "bad producer " << d.producer;
+      return false;
+    }
+    if (d.producer % 2 == 1 && d.payload != seq) {
+      ADD_FAILURE() << "claim() producer's value says seq " << d.payload << ", delivered as " << seq;
+      return false;
+    }
+    if (d.payload <= last_[d.producer]) {
+      ADD_FAILURE() << "producer " << d.producer << " out of order: " << d.payload << " after "
+                    << last_[d.producer];
+      return false;
+    }
+    last_[d.producer] = d.payload;
+    ++expected_;
+    return true;
+  }
+
+  bool lagged(uint64_t seq, uint64_t missed) {
+    if (missed == 0 || seq != expected_ + missed) {
+      ADD_FAILURE() << "lag to " << seq << " with missed " << missed << " from " << expected_;
+      return false;
+    }
+    expected_ = seq;
+    return true;
+  }
+
+  uint64_t expected() const { return expected_; }
+
+ private:
+  uint64_t expected_;
+  std::array<uint64_t, kProducers> last_{};
+};
+
+template <class Codec>
+void run_stress(BroadcastOptions options, bool use_batches) {
+  using T = typename Codec::T;
+  Broadcast<T> b(options);
+  const auto deadline = std::chrono::steady_clock::now() + kTimeBudget;
+  std::atomic<uint64_t> published{0};
+  std::vector<Tally> tallies(kSubscriberThreads);
+
+  std::vector<std::thread> subscribers;
+  for (int t = 0; t < kSubscriberThreads; ++t) {
+    subscribers.emplace_back([&, t] {
+      std::mt19937_64 rng(1234 + t);
+      Tally& tally = tallies[t];
+      uint64_t resume_at = 0;  // 0: plain subscribe()
+      bool closed = false;
+      std::vector<T> batch;
+      while (!closed) {
+        Subscriber<T> sub = resume_at == 0 ? b.subscribe() : b.subscribe_from(resume_at);
+        ++tally.subscriptions;
+        // A kBlock subscriber may start lagged (its first receive says so): the stream
+        // it owes us starts missed_total() before next_seq().
+        StreamChecker<Codec> check(sub.next_seq() - sub.missed_total());
+        if (sub.missed_total() != 0) {
+          Received<T> r = sub.try_recv();
+          if (r.status != RecvStatus::kLagged || !check.lagged(r.seq, r.missed)) return;
+          tally.missed += r.missed;
+        }
+        const uint64_t quota = 1 + rng() % 3000;  // messages before leaving
+        uint64_t got = 0;
+        while (got < quota && !closed) {
+          if (use_batches) {
+            batch.clear();
+            const uint64_t missed_before = sub.missed_total();
+            const uint64_t from = sub.next_seq();
+            const size_t n = sub.recv_batch(batch, 64);
+            if (n == 0) {
+              closed = true;
+              break;
+            }
+            const uint64_t missed = sub.missed_total() - missed_before;
+            if (sub.next_seq() - from != n + missed) {
+              ADD_FAILURE() << "batch moved the cursor by " << sub.next_seq() - from << " for "
+                            << n << " messages and " << missed << " missed";
+              return;
+            }
+            // A batch is one contiguous run of sequences; lag is skipped before it.
+            if (missed != 0 && !check.lagged(sub.next_seq() - n, sub.next_seq() - n - check.expected())) return;
+            for (size_t i = 0; i < n; ++i) {
+              if (!check.ok(sub.next_seq() - n + i, batch[i])) return;
+            }
+            tally.missed += missed;
+            tally.received += n;
+            got += n;
+          } else {
+            Received<T> r = (rng() % 8 == 0) ? sub.recv_for(std::chrono::milliseconds(1))
+                                             : sub.recv();
+            switch (r.status) {
+              case RecvStatus::kOk:
+                if (!check.ok(r.seq, *r.value)) return;
+                ++tally.received;
+                ++got;
+                break;
+              case RecvStatus::kLagged:
+                if (!check.lagged(r.seq, r.missed)) return;
+                tally.missed += r.missed;
+                break;
+              case RecvStatus::kClosed:
+                closed = true;
+                break;
+              case RecvStatus::kTimeout:
+                break;
+              default:
+                ADD_FAILURE() << "unexpected status " << static_cast<int>(r.status);
+                return;
+            }
+          }
+        }
+        // Half the time, come back where we left off (replay; may lag if too late).
+        resume_at = (rng() % 2 == 0) ? sub.next_seq() : 0;
+        if (resume_at > b.published_cursor() + 1) resume_at = 0;
+      }
+    });
+  }
+
+  std::vector<std::thread> producers;
+  for (int p = 0; p < kProducers; ++p) {
+    producers.emplace_back([&, p] {
+      for (uint64_t i = 1; i <= kMessagesPerProducer; ++i) {
+        if ((i & 255) == 0 && std::chrono::steady_clock::now() >= deadline) break;
+        if (p % 2 == 0) {
+          b.publish(Codec::encode(p, i));
+        } else {
+          const uint64_t seq = b.claim();
+          b.publish_claimed(seq, Codec::encode(p, seq));
+        }
+        published.fetch_add(1, std::memory_order_relaxed);
+      }
+    });
+  }
+  for (auto& t : producers) t.join();
+  EXPECT_EQ(b.published_cursor(), published.load());
+  b.close();
+  for (auto& t : subscribers) t.join();
+
+  uint64_t received = 0;
+  for (const Tally& t : tallies) {
+    received += t.received;
+    EXPECT_GT(t.subscriptions, 0u);
+    if (options.overflow == Overflow::kBlock) {
+      // Only a replay that starts outside the window may lag under backpressure.
+      EXPECT_LE(t.missed, t.subscriptions * options.capacity * 2);
+    }
+  }
+  EXPECT_GT(received, 0u);
+  testing::Test::RecordProperty("published", std::to_string(published.load()));
+  testing::Test::RecordProperty("received", std::to_string(received));
+}
+
+TEST(BroadcastStress, OverwriteU64SubscribersChurnAndLag) {
+  run_stress<U64Codec>({.capacity = 64}, /*use_batches=*/false);
+}
+
+TEST(BroadcastStress, OverwriteU64BatchesWithYield) {
+  run_stress<U64Codec>({.capacity = 64, .wait = WaitStrategy::kYield}, /*use_batches=*/true);
+}
+
+TEST(BroadcastStress, OverwriteStringsNeverTornUnderConcurrentOverwrite) {
+  run_stress<StringCodec>({.capacity = 8}, /*use_batches=*/false);
+}
+
+TEST(BroadcastStress, OverwriteStringsBatchesInTinyRing) {
+  run_stress<StringCodec>({.capacity = 2}, /*use_batches=*/true);
+}
+
+TEST(BroadcastStress, BlockU64BackpressureWithChurningSubscribers) {
+  run_stress<U64Codec>({.capacity = 32, .overflow = Overflow::kBlock}, /*use_batches=*/false);
+}
+
+TEST(BroadcastStress, BlockStringsBatches) {
+  run_stress<StringCodec>({.capacity = 16, .overflow = Overflow::kBlock}, /*use_batches=*/true);
+}
+
+}  // namespace
+}  // namespace streamcache
