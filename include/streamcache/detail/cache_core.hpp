@@ -4,8 +4,6 @@
 #include <absl/container/flat_hash_map.h>
 #include <absl/container/flat_hash_set.h>
 #include <absl/status/status.h>
-#include <absl/synchronization/mutex.h>
-#include <absl/synchronization/notification.h>
 
 #include <algorithm>
 #include <array>
@@ -25,6 +23,7 @@
 #include "streamcache/cache_types.hpp"
 #include "streamcache/clock.hpp"
 #include "streamcache/detail/intrusive_list.hpp"
+#include "streamcache/detail/mutex.hpp"
 #include "streamcache/detail/node_arena.hpp"
 #include "streamcache/detail/read_buffer.hpp"
 #include "streamcache/detail/timer_wheel.hpp"
@@ -59,7 +58,7 @@ inline int64_t saturating_add(int64_t a, int64_t b) {
 /// The concurrent cache. Architecture (Caffeine's, in C++):
 ///
 ///  - The map is split into shards, each an absl::flat_hash_set of 4-byte node ids
-///    behind an absl::Mutex. Readers take the shard lock shared, writers exclusive. The
+///    behind a reader-writer lock. Readers take the shard lock shared, writers exclusive. The
 ///    map is strongly consistent: a get() after an insert() returns see the value.
 ///  - Entries live in per-shard NodeArenas (stable addresses, 32-bit ids). A node's key,
 ///    value, `alive` flag and timestamps are owned by its shard (written under the shard
@@ -110,7 +109,7 @@ class CacheCore {
     for (size_t i = 0; i < shards; ++i) {
       shards_.push_back(std::make_unique<Shard>(this, static_cast<uint32_t>(slots)));
       if (config_.initial_capacity > 0) {
-        absl::MutexLock lock(&shards_.back()->mu);
+        WriterLock<SharedMutex> lock(shards_.back()->mu);
         shards_.back()->map.reserve(config_.initial_capacity / shards + 1);
       }
     }
@@ -131,7 +130,7 @@ class CacheCore {
     // No other thread may use the cache now. Destroy what live nodes hold; the arena
     // destroys the nodes themselves.
     for (auto& shard : shards_) {
-      absl::MutexLock lock(&shard->mu);
+      WriterLock<SharedMutex> lock(shard->mu);
       for (Slot slot : shard->map) destroy_entry(node(slot.id));
       shard->map.clear();
     }
@@ -146,7 +145,7 @@ class CacheCore {
     std::optional<V> result;
     uint64_t unrecorded = 0;
     {
-      absl::ReaderMutexLock lock(&s.mu);
+      ReaderLock lock(s.mu);
       auto it = s.map.find(key);
       if (it != s.map.end()) {
         Node& n = node(it->id);
@@ -163,7 +162,7 @@ class CacheCore {
       // Our stripe is full: drain it if nobody else is, then retry once, so that a
       // single-threaded user never loses a read. (The id may be stale by now; stale
       // records are harmless, see invariant 3.)
-      if (in_maintenance_ != this && maintenance_mu_.TryLock()) maintain_and_unlock();
+      if (in_maintenance_ != this && maintenance_mu_.try_lock()) maintain_and_unlock();
       reads_->record(unrecorded);
     }
     return result;
@@ -173,7 +172,7 @@ class CacheCore {
     const uint64_t h = hash_key(key);
     Shard& s = shard_for(h);
     const int64_t now = expires_ ? now_ns() : 0;
-    absl::ReaderMutexLock lock(&s.mu);
+    ReaderLock lock(s.mu);
     auto it = s.map.find(key);
     return it != s.map.end() && !is_expired(it->id, now);
   }
@@ -187,7 +186,7 @@ class CacheCore {
       batch.clear();
       {
         const int64_t now = expires_ ? now_ns() : 0;
-        absl::ReaderMutexLock lock(&shard->mu);
+        ReaderLock lock(shard->mu);
         batch.reserve(shard->map.size());
         for (Slot slot : shard->map) {
           if (is_expired(slot.id, now)) continue;
@@ -202,7 +201,7 @@ class CacheCore {
   uint64_t entry_count() const {
     uint64_t total = 0;
     for (const auto& shard : shards_) {
-      absl::ReaderMutexLock lock(&shard->mu);
+      ReaderLock lock(shard->mu);
       total += shard->map.size();
     }
     return total;
@@ -242,7 +241,7 @@ class CacheCore {
     Notifications out;
     std::optional<V> result;
     {
-      absl::MutexLock lock(&s.mu);
+      WriterLock<SharedMutex> lock(s.mu);
       auto it = s.map.find(key);
       if (it == s.map.end()) return std::nullopt;
       const NodeId id = it->id;
@@ -265,7 +264,7 @@ class CacheCore {
       Notifications out;
       {
         const int64_t now = expires_ ? now_ns() : 0;
-        absl::MutexLock lock(&shard->mu);
+        WriterLock<SharedMutex> lock(shard->mu);
         for (auto it = shard->map.begin(); it != shard->map.end();) {
           const NodeId id = it->id;
           Node& n = node(id);
@@ -294,7 +293,7 @@ class CacheCore {
   enum LoadKind : size_t { kLoadValue = 0, kLoadStatus = 1, kLoadOptional = 2 };
 
   struct Flight {
-    absl::Notification done;
+    std::atomic<bool> done{false};  // set (release) after the outcome below is written
     std::optional<V> value;
     std::exception_ptr error;
     absl::Status status;
@@ -313,7 +312,7 @@ class CacheCore {
     bool leader = false;
     {
       const int64_t now = expires_ ? now_ns() : 0;
-      absl::MutexLock lock(&s.mu);
+      WriterLock<SharedMutex> lock(s.mu);
       auto it = s.map.find(key);
       if (it != s.map.end() && !is_expired(it->id, now)) {
         // Loaded by someone between our get() and the lock: a hit after all.
@@ -329,7 +328,7 @@ class CacheCore {
       }
     }
     if (!leader) {
-      flight->done.WaitForNotification();  // Notify() happens-after the outcome is written
+      flight->done.wait(false, std::memory_order_acquire);  // acquire: pairs with the release store below
       return flight;
     }
     try {
@@ -345,7 +344,7 @@ class CacheCore {
       deliver(out);
     }
     {
-      absl::MutexLock lock(&s.mu);
+      WriterLock<SharedMutex> lock(s.mu);
       auto it = s.loading.find(key);
       if (it != s.loading.end()) {
         it->second[kind].reset();
@@ -354,7 +353,8 @@ class CacheCore {
         }
       }
     }
-    flight->done.Notify();
+    flight->done.store(true, std::memory_order_release);  // release: publishes the outcome
+    flight->done.notify_all();
     if (flight->value) after_write();
     return flight;
   }
@@ -363,7 +363,7 @@ class CacheCore {
 
   void run_pending_tasks() {
     if (in_maintenance_ == this) return;  // called from a listener: we are already in it
-    absl::MutexLock lock(&maintenance_mu_);
+    WriterLock<Mutex> lock(maintenance_mu_);
     // Loop: a listener that writes back into the cache leaves new events behind (bounded,
     // in case it does so for every notification forever).
     for (int round = 0; round < 8; ++round) {
@@ -421,7 +421,7 @@ class CacheCore {
   struct Shard {
     Shard(const CacheCore* core, uint32_t slots)
         : map(0, SlotHash{core}, SlotEq{core}), arena(slots) {}
-    mutable absl::Mutex mu;
+    mutable SharedMutex mu;
     absl::flat_hash_set<Slot, SlotHash, SlotEq> map ABSL_GUARDED_BY(mu);
     Arena arena;  // ensure() under mu; node() anywhere for existing ids
     std::vector<uint32_t> free_locals ABSL_GUARDED_BY(mu);
@@ -551,7 +551,7 @@ class CacheCore {
     Shard& s = shard_for(h);
     const bool too_heavy = weight > config_.max_weight || config_.max_weight == 0;
     {
-      absl::MutexLock lock(&s.mu);
+      WriterLock<SharedMutex> lock(s.mu);
       auto it = s.map.find(key);
       if (it != s.map.end()) {
         const NodeId id = it->id;
@@ -686,9 +686,9 @@ class CacheCore {
     std::atomic_thread_fence(std::memory_order_seq_cst);
     if (in_maintenance_ == this) return;  // a listener writing back: the holder drains it
     if (pending >= kMaxPendingWrites) {
-      maintenance_mu_.Lock();
+      maintenance_mu_.lock();
       maintain_and_unlock();
-    } else if (maintenance_mu_.TryLock()) {
+    } else if (maintenance_mu_.try_lock()) {
       maintain_and_unlock();
     }
   }
@@ -698,13 +698,13 @@ class CacheCore {
   void maintain_and_unlock() ABSL_UNLOCK_FUNCTION(maintenance_mu_) {
     for (int round = 0;; ++round) {
       maintain_locked();
-      maintenance_mu_.Unlock();
+      maintenance_mu_.unlock();
       // Events logged by writers whose try-lock failed while we held the lock are seen
       // here (their fetch_add + fence precede their failed try-lock, which precedes our
       // unlock): pick them up rather than strand them until the next write. Bounded, so
       // one unlucky thread does not do everyone's maintenance forever.
       std::atomic_thread_fence(std::memory_order_seq_cst);
-      if (round >= 2 || pending_writes_.load() <= 0 || !maintenance_mu_.TryLock()) return;
+      if (round >= 2 || pending_writes_.load() <= 0 || !maintenance_mu_.try_lock()) return;
     }
   }
 
@@ -726,6 +726,7 @@ class CacheCore {
 
   void drain_reads() ABSL_EXCLUSIVE_LOCKS_REQUIRED(maintenance_mu_) {
     reads_->drain([this](uint64_t rec) {
+      maintenance_mu_.assert_held();  // for the thread-safety analysis: lambdas are not tracked
       const NodeId id = static_cast<NodeId>((rec & 0xFFFFFFFFu) - 1);
       if (policy_->contains(id)) policy_->on_access(id, policy_hash(static_cast<uint32_t>(rec >> 32)));
       if (custom_slot_ >= 0 && wheel_->scheduled(id)) wheel_->schedule(id, deadline(id));
@@ -750,7 +751,7 @@ class CacheCore {
   void swap_log(size_t shard) ABSL_EXCLUSIVE_LOCKS_REQUIRED(maintenance_mu_) {
     Shard& s = *shards_[shard];
     scratch_log_.clear();
-    absl::MutexLock lock(&s.mu);
+    WriterLock<SharedMutex> lock(s.mu);
     std::swap(scratch_log_, s.log);
     auto& freed = pending_free_[shard];
     s.free_locals.insert(s.free_locals.end(), freed.begin(), freed.end());
@@ -782,8 +783,9 @@ class CacheCore {
 
   void expire(int64_t now, Notifications& out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(maintenance_mu_) {
     wheel_->advance(now, [&](NodeId id) {
+      maintenance_mu_.assert_held();  // for the thread-safety analysis
       Shard& s = *shards_[codec_.shard_of(id)];
-      absl::MutexLock lock(&s.mu);
+      WriterLock<SharedMutex> lock(s.mu);
       Node& n = node(id);
       if (!n.alive) return;  // removed by a writer; its kRemove event will free it
       if (!is_expired(id, now)) {
@@ -798,8 +800,9 @@ class CacheCore {
 
   void evict(Notifications& out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(maintenance_mu_) {
     policy_->evict_if_needed([&](NodeId id) {
+      maintenance_mu_.assert_held();  // for the thread-safety analysis
       Shard& s = *shards_[codec_.shard_of(id)];
-      absl::MutexLock lock(&s.mu);
+      WriterLock<SharedMutex> lock(s.mu);
       Node& n = node(id);
       if (!n.alive) return false;  // removed by a writer; its kRemove event will free it
       s.map.erase(Slot{id});
@@ -812,7 +815,7 @@ class CacheCore {
   /// Maintenance's counterpart of retire_locked(): the node is freed by us, not by a
   /// logged event (invariant 2).
   void evict_locked(Shard& s, NodeId id, Node& n, RemovalCause cause, Notifications& out)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu) {
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(maintenance_mu_, s.mu) {
     (void)s;  // named for the lock annotation
     count_removal(cause);
     if (config_.listener) out.push_back(Notification{std::move(n.key), std::move(n.value), cause});
@@ -849,7 +852,7 @@ class CacheCore {
   std::atomic<int64_t> pending_writes_{0};
   std::atomic<uint64_t> weighted_size_{0};
 
-  absl::Mutex maintenance_mu_;
+  Mutex maintenance_mu_;
   std::optional<TinyLfuPolicy<PolicyHookOf>> policy_ ABSL_GUARDED_BY(maintenance_mu_);
   std::optional<TimerWheel<WheelHookOf>> wheel_ ABSL_GUARDED_BY(maintenance_mu_);
   std::vector<std::vector<uint32_t>> pending_free_ ABSL_GUARDED_BY(maintenance_mu_);

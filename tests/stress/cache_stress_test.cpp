@@ -1,0 +1,199 @@
+// Every Cache member mixed on several threads for a bounded time, then the books must balance.
+#include "streamcache/cache.hpp"
+
+#include <absl/container/flat_hash_map.h>
+#include <absl/container/flat_hash_set.h>
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <mutex>
+#include <random>
+#include <stdexcept>
+#include <thread>
+#include <vector>
+
+namespace streamcache {
+namespace {
+
+using std::chrono::milliseconds;
+using Steady = std::chrono::steady_clock;
+
+constexpr int kThreads = 4;
+constexpr int kKeys = 512;
+constexpr uint64_t kCapacity = 128;
+constexpr auto kTtl = milliseconds(50);
+constexpr auto kRunFor = std::chrono::seconds(2);
+constexpr int kMaxOpsPerThread = 150'000;
+
+// Each value is written once: (thread << 40) | counter, so it names one insertion.
+uint64_t unique_value(int thread, uint64_t counter) { return (static_cast<uint64_t>(thread + 1) << 40) | counter; }
+
+struct Ledger {
+  std::mutex mu;
+  std::vector<uint64_t> reported;  // every value the listener was told about
+  std::vector<RemovalCause> causes;
+};
+
+struct ThreadLog {
+  std::vector<uint64_t> inserted;                        // values this thread wrote (insert or loader)
+  std::vector<std::pair<uint64_t, int64_t>> written_at;  // value -> clock read after the write returned
+  std::vector<std::pair<uint64_t, int64_t>> read_at;     // value -> clock read before the get started
+};
+
+int64_t ticks(const Clock& clock) { return clock.now().time_since_epoch().count(); }
+
+TEST(CacheStress, ConservationSizeBoundAndNoExpiredReads) {
+  auto clock = std::make_shared<ManualClock>();
+  Ledger ledger;
+  auto cache = Cache<int, uint64_t>::builder()
+                   .max_capacity(kCapacity)
+                   .time_to_live(kTtl)
+                   .clock(clock)
+                   .eviction_listener([&](const int&, const uint64_t& v, RemovalCause cause) {
+                     std::lock_guard<std::mutex> lock(ledger.mu);
+                     ledger.reported.push_back(v);
+                     ledger.causes.push_back(cause);
+                   })
+                   .build();
+
+  std::atomic<bool> stop{false};
+  std::atomic<uint64_t> overshoot_violations{0};
+  std::vector<ThreadLog> logs(kThreads);
+  const auto deadline = Steady::now() + kRunFor;
+
+  // Time moves in 1 ms steps while the workers run, so entries expire under their feet.
+  std::thread ticker([&] {
+    while (!stop.load()) {
+      clock->advance(milliseconds(1));
+      std::this_thread::sleep_for(std::chrono::microseconds(200));
+    }
+  });
+
+  std::vector<std::thread> workers;
+  for (int t = 0; t < kThreads; ++t) {
+    workers.emplace_back([&, t] {
+      std::mt19937_64 rng(1234 + t);
+      ThreadLog& log = logs[t];
+      uint64_t counter = 0;
+      for (int op = 0; op < kMaxOpsPerThread && Steady::now() < deadline; ++op) {
+        const int key = static_cast<int>(rng() % kKeys);
+        const int dice = static_cast<int>(rng() % 1000);
+        if (dice < 450) {
+          const int64_t before = ticks(*clock);
+          if (auto v = cache.get(key)) log.read_at.emplace_back(*v, before);
+        } else if (dice < 750) {
+          const uint64_t v = unique_value(t, counter++);
+          log.inserted.push_back(v);
+          cache.insert(key, v);
+          log.written_at.emplace_back(v, ticks(*clock));
+        } else if (dice < 850) {
+          const bool fail = rng() % 4 == 0;
+          const uint64_t v = unique_value(t, counter++);
+          try {
+            cache.get_with(key, [&]() -> uint64_t {
+              if (fail) throw std::runtime_error("loader failed");
+              log.inserted.push_back(v);
+              return v;
+            });
+          } catch (const std::runtime_error&) {
+          }
+          if (!fail) log.written_at.emplace_back(v, ticks(*clock));
+        } else if (dice < 930) {
+          cache.remove(key);
+        } else if (dice < 960) {
+          cache.contains_key(key);
+        } else if (dice < 975) {
+          const int mod = 2 + static_cast<int>(rng() % 7);
+          cache.invalidate_if([mod](const int& k, const uint64_t&) { return k % mod == 0; });
+        } else if (dice < 980) {
+          cache.invalidate_all();
+        } else if (dice < 990) {
+          cache.run_pending_tasks();
+        } else if (dice < 995) {
+          cache.for_each([](const int&, const uint64_t&) {});
+        } else {
+          // The documented transient bound: max_capacity + 256 pending writes + one
+          // in-flight write per thread.
+          if (cache.entry_count() > kCapacity + 256 + kThreads) overshoot_violations.fetch_add(1);
+          cache.stats();
+          cache.weighted_size();
+        }
+      }
+    });
+  }
+  for (auto& w : workers) w.join();
+  stop = true;
+  ticker.join();
+
+  cache.run_pending_tasks();
+  EXPECT_EQ(overshoot_violations.load(), 0u);
+  EXPECT_LE(cache.entry_count(), kCapacity);
+  EXPECT_EQ(cache.weighted_size(), cache.entry_count());
+
+  // Conservation: every value written is either still present or was reported exactly once.
+  absl::flat_hash_set<uint64_t> present;
+  cache.for_each([&](const int&, const uint64_t& v) { EXPECT_TRUE(present.insert(v).second); });
+  EXPECT_LE(present.size(), cache.entry_count());  // for_each skips expired entries not yet removed
+
+  // Then let everything left expire: each must be reported once more, as kExpired.
+  const size_t expired_before = [&] {
+    std::lock_guard<std::mutex> lock(ledger.mu);
+    return ledger.reported.size();
+  }();
+  clock->advance(kTtl);
+  cache.run_pending_tasks();
+  EXPECT_EQ(cache.entry_count(), 0u);
+  {
+    std::lock_guard<std::mutex> lock(ledger.mu);
+    for (size_t i = expired_before; i < ledger.reported.size(); ++i) {
+      EXPECT_EQ(ledger.causes[i], RemovalCause::kExpired);
+    }
+  }
+  present.clear();
+  absl::flat_hash_map<uint64_t, int> reported_times;
+  for (uint64_t v : ledger.reported) ++reported_times[v];
+  size_t inserted_total = 0;
+  for (const ThreadLog& log : logs) {
+    inserted_total += log.inserted.size();
+    for (uint64_t v : log.inserted) {
+      const int times = reported_times.contains(v) ? reported_times[v] : 0;
+      EXPECT_EQ(times + (present.contains(v) ? 1 : 0), 1) << "value " << v;
+    }
+  }
+  EXPECT_EQ(ledger.reported.size() + present.size(), inserted_total);
+
+  // The statistics match the listener's causes.
+  const CacheStats stats = cache.stats();
+  uint64_t by_cause[4] = {};
+  for (RemovalCause c : ledger.causes) ++by_cause[static_cast<int>(c)];
+  EXPECT_EQ(stats.evictions_expired, by_cause[static_cast<int>(RemovalCause::kExpired)]);
+  EXPECT_EQ(stats.invalidations, by_cause[static_cast<int>(RemovalCause::kExplicit)]);
+  EXPECT_EQ(stats.replacements, by_cause[static_cast<int>(RemovalCause::kReplaced)]);
+  EXPECT_EQ(stats.evictions_size, by_cause[static_cast<int>(RemovalCause::kSize)]);
+
+  // No expired entry was ever returned: a get that started at `read` cannot return a value
+  // whose write completed at `written` if read >= written + ttl (the cache's own insert time
+  // is <= written and its read time is >= read).
+  absl::flat_hash_map<uint64_t, int64_t> written_at;
+  for (const ThreadLog& log : logs) {
+    for (auto [v, at] : log.written_at) written_at[v] = at;
+  }
+  const int64_t ttl = std::chrono::nanoseconds(kTtl).count();
+  size_t checked = 0;
+  for (const ThreadLog& log : logs) {
+    for (auto [v, read] : log.read_at) {
+      auto it = written_at.find(v);
+      if (it == written_at.end()) continue;  // read before the writer logged its clock
+      ++checked;
+      EXPECT_LT(read, it->second + ttl) << "expired value " << v << " returned";
+    }
+  }
+  EXPECT_GT(checked, 0u);
+  EXPECT_GT(stats.evictions_expired, 0u);
+  EXPECT_GT(stats.evictions_size, 0u);
+  EXPECT_GT(stats.hits, 0u);
+}
+
+}  // namespace
+}  // namespace streamcache
