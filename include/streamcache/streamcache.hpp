@@ -2,5 +2,6 @@
 #pragma once
 
 #include "streamcache/broadcast.hpp"
+#include "streamcache/cache.hpp"
 #include "streamcache/clock.hpp"
 #include "streamcache/generator.hpp"
