@@ -47,6 +47,31 @@ struct CacheConfig {
 };
 
 inline constexpr int64_t kNever = std::numeric_limits<int64_t>::max();
+
+struct Empty {};
+
+/// What a component built on the cache (the StreamingMap) can add to it. The default adds
+/// nothing and costs nothing. An extension provides:
+///  - `NodeExtra`: per-entry state kept in the node, owned by the shard (touched only under
+///    the shard lock, by the per-call hooks of insert_with() / remove_with() and by
+///    removed_locked());
+///  - `kWriteOrder`: keep each shard's entries in a list in write order (every write moves
+///    its entry to the tail), which read_history() walks;
+///  - `removed_locked(extra, key, value, cause)`: called under the shard lock when
+///    maintenance evicts or expires an entry.
+struct NoExtension {
+  using NodeExtra = Empty;
+  static constexpr bool kWriteOrder = false;
+  template <class K, class V>
+  void removed_locked(NodeExtra&, const K&, const V&, RemovalCause) {}
+};
+
+/// Where a read_history() walk of one shard stands: a marker node linked into the shard's
+/// write-order list, so writes that move or remove other entries never lose our place.
+struct HistoryCursor {
+  NodeId marker = kNoNode;
+  bool done = false;
+};
 inline constexpr size_t kMaxShards = 256;
 
 inline int64_t saturating_add(int64_t a, int64_t b) {
@@ -84,13 +109,13 @@ inline int64_t saturating_add(int64_t a, int64_t b) {
 ///     false (the hooks are reset on unlink and only maintenance sets them) and are
 ///     ignored, or at worst credit one read to the id's next occupant.
 ///  4. Arena chunks are never freed while the cache lives, so a stale id never dangles.
-template <class K, class V, class Hash, class Eq>
+template <class K, class V, class Hash, class Eq, class Ext = NoExtension>
 class CacheCore {
   struct Node;
   using Arena = NodeArena<Node>;
 
  public:
-  explicit CacheCore(CacheConfig<K, V> config) : config_(std::move(config)) {
+  explicit CacheCore(CacheConfig<K, V> config, Ext ext = {}) : config_(std::move(config)), ext_(std::move(ext)) {
     validate();
     clock_ = config_.clock ? config_.clock : Clock::system();
     int slots = 0;
@@ -226,15 +251,79 @@ class CacheCore {
 
   // ---- Writes --------------------------------------------------------------------------
 
-  void insert(K key, V value) {
+  void insert(K key, V value) { insert_with(std::move(key), std::move(value), NoWriteHook{}); }
+
+  /// insert() that also runs `on_write(extra, key, value)` under the shard lock once the
+  /// entry is written (see write()).
+  template <class OnWrite>
+  void insert_with(K key, V value, OnWrite&& on_write) {
     const uint64_t h = hash_key(key);
     Notifications out;
-    write(std::move(key), std::move(value), h, out);
+    write(std::move(key), std::move(value), h, out, on_write);
     deliver(out);
     after_write();
   }
 
-  std::optional<V> remove(const K& key) {
+  /// Reads up to `max` live entries of shard `shard` in write order, resuming where
+  /// `cursor` stands, under the shard's lock. `visit(extra, key, value)` returns false to
+  /// stop before that entry (the cursor stays in front of it and the walk is done).
+  /// Expired entries are skipped. Sets cursor.done at the end of the list. Requires
+  /// Ext::kWriteOrder. Call release_history() when done with a cursor.
+  template <class Visit>
+  size_t read_history(size_t shard, HistoryCursor& cursor, size_t max, Visit&& visit) {
+    static_assert(Ext::kWriteOrder, "read_history needs an extension that keeps write order");
+    Shard& s = *shards_[shard];
+    const int64_t now = expires_ ? now_ns() : 0;
+    WriterLock<SharedMutex> lock(s.mu);  // exclusive: moving the marker relinks the list
+    NodeId id;
+    NodeId last;  // the marker goes back right after this node (kNoNode: at the front)
+    if (cursor.marker == kNoNode) {
+      cursor.marker = allocate_locked(s, static_cast<uint64_t>(shard) << 56);
+      node(cursor.marker).marker = true;
+      id = s.order.front();
+      last = kNoNode;
+    } else {
+      id = s.order.next(cursor.marker);
+      last = s.order.prev(cursor.marker);
+      s.order.remove(cursor.marker);
+    }
+    size_t emitted = 0;
+    while (id != kNoNode && emitted < max) {
+      Node& n = node(id);
+      if (!n.marker && !is_expired(id, now)) {
+        if (!visit(static_cast<const typename Ext::NodeExtra&>(n.extra), static_cast<const K&>(n.key),
+                   static_cast<const V&>(n.value))) {
+          cursor.done = true;
+          break;
+        }
+        ++emitted;
+      }
+      last = id;
+      id = s.order.next(id);
+    }
+    if (id == kNoNode) cursor.done = true;
+    s.order.insert_after(last, cursor.marker);
+    return emitted;
+  }
+
+  /// Unlinks and frees a cursor's marker. Safe on a cursor never used.
+  void release_history(size_t shard, HistoryCursor& cursor) {
+    if (cursor.marker == kNoNode) return;
+    Shard& s = *shards_[shard];
+    WriterLock<SharedMutex> lock(s.mu);
+    s.order.remove(cursor.marker);
+    node(cursor.marker).marker = false;
+    // The marker never reached a log, a read buffer or the policy: reuse it at once.
+    s.free_locals.push_back(codec_.local_of(cursor.marker));
+    cursor.marker = kNoNode;
+  }
+
+  std::optional<V> remove(const K& key) { return remove_with(key, NoRemoveHook{}); }
+
+  /// remove() that also runs `on_remove(extra, key, value, cause)` under the shard lock when
+  /// an entry (live: kExplicit, or expired: kExpired) is removed; it must not throw.
+  template <class OnRemove>
+  std::optional<V> remove_with(const K& key, OnRemove&& on_remove) {
     const uint64_t h = hash_key(key);
     Shard& s = shard_for(h);
     const int64_t now = expires_ ? now_ns() : 0;
@@ -249,7 +338,9 @@ class CacheCore {
       s.map.erase(it);
       Node& n = node(id);
       if (!expired) result.emplace(n.value);
-      retire_locked(s, id, n, expired ? RemovalCause::kExpired : RemovalCause::kExplicit, out);
+      const RemovalCause cause = expired ? RemovalCause::kExpired : RemovalCause::kExplicit;
+      on_remove(n.extra, static_cast<const K&>(n.key), static_cast<const V&>(n.value), cause);
+      retire_locked(s, id, n, cause, out);
     }
     deliver(out);
     after_write();
@@ -388,7 +479,10 @@ class CacheCore {
     };
     TinyLfuHook policy;    // maintenance-owned
     TimerWheelHook timer;  // maintenance-owned
+    [[no_unique_address]] typename Ext::NodeExtra extra;                       // shard-owned
+    [[no_unique_address]] std::conditional_t<Ext::kWriteOrder, ListHook, Empty> order;  // shard-owned
     bool alive = false;    // shard-owned
+    bool marker = false;   // shard-owned: a HistoryCursor's place holder, never alive
   };
 
   struct Slot {
@@ -410,6 +504,13 @@ class CacheCore {
     bool operator()(const K& k, Slot a) const { return core->eq_(k, core->node(a.id).key); }
   };
 
+  struct NoWriteHook {
+    void operator()(typename Ext::NodeExtra&, const K&, const V&) const {}
+  };
+  struct NoRemoveHook {
+    void operator()(typename Ext::NodeExtra&, const K&, const V&, RemovalCause) const {}
+  };
+
   enum class EventKind : uint8_t { kAdd, kUpdate, kRemove };
   struct WriteEvent {
     NodeId id;
@@ -418,9 +519,20 @@ class CacheCore {
     EventKind kind;
   };
 
+  struct OrderHookOf {
+    const CacheCore* core;
+    ListHook& operator()(NodeId id) const {
+      if constexpr (Ext::kWriteOrder) {
+        return core->node(id).order;
+      } else {
+        std::abort();  // never called: no write order is kept
+      }
+    }
+  };
+
   struct Shard {
     Shard(const CacheCore* core, uint32_t slots)
-        : map(0, SlotHash{core}, SlotEq{core}), arena(slots) {}
+        : map(0, SlotHash{core}, SlotEq{core}), arena(slots), order(OrderHookOf{core}) {}
     mutable SharedMutex mu;
     absl::flat_hash_set<Slot, SlotHash, SlotEq> map ABSL_GUARDED_BY(mu);
     Arena arena;  // ensure() under mu; node() anywhere for existing ids
@@ -428,6 +540,7 @@ class CacheCore {
     uint32_t next_local ABSL_GUARDED_BY(mu) = 0;
     std::vector<WriteEvent> log ABSL_GUARDED_BY(mu);
     absl::flat_hash_map<K, std::array<std::shared_ptr<Flight>, 3>, Hash, Eq> loading ABSL_GUARDED_BY(mu);
+    IntrusiveList<OrderHookOf> order ABSL_GUARDED_BY(mu);  // write order (Ext::kWriteOrder only)
   };
 
   struct Notification {
@@ -545,66 +658,75 @@ class CacheCore {
   }
 
   /// Inserts or replaces. Notifications for what it displaced are appended to `out`.
-  void write(K key, V value, uint64_t h, Notifications& out) {
+  /// `on_write(extra, key, value)` runs under the shard lock once the entry is written
+  /// (also for a value never kept, with a scratch NodeExtra, followed by the extension's
+  /// removed_locked(..., kSize)); it must not throw.
+  template <class OnWrite = NoWriteHook>
+  void write(K key, V value, uint64_t h, Notifications& out, OnWrite&& on_write = {}) {
     const uint32_t weight = weigh(key, value);  // user code: outside the lock
     const int64_t now = expires_ ? now_ns() : 0;
     Shard& s = shard_for(h);
     const bool too_heavy = weight > config_.max_weight || config_.max_weight == 0;
-    {
-      WriterLock<SharedMutex> lock(s.mu);
-      auto it = s.map.find(key);
-      if (it != s.map.end()) {
-        const NodeId id = it->id;
-        Node& n = node(id);
-        const bool expired = is_expired(id, now);
-        if (too_heavy) {
-          // Caffeine's semantics: the old value is replaced, the new one never kept.
-          s.map.erase(it);
-          retire_locked(s, id, n, expired ? RemovalCause::kExpired : RemovalCause::kReplaced, out);
-        } else {
-          int64_t custom = kNever;
-          if (custom_slot_ >= 0) {
-            custom = expired ? deadline_after(now, config_.expiry->expire_after_create(key, value, to_time(now)))
-                             : update_deadline(id, n, value, now);
-          }
-          const RemovalCause cause = expired ? RemovalCause::kExpired : RemovalCause::kReplaced;
-          if (config_.listener) out.push_back(Notification{n.key, std::move(n.value), cause});
-          n.value = std::move(value);
-          stats_->add(expired ? kEvictionsExpired : kReplacements);
-          stamp_write(id, now, custom);
-          s.log.push_back(WriteEvent{id, weight, static_cast<uint32_t>(h), EventKind::kUpdate});
-          mark_dirty(id);
-          return;
+    WriterLock<SharedMutex> lock(s.mu);
+    auto it = s.map.find(key);
+    if (it != s.map.end()) {
+      const NodeId id = it->id;
+      Node& n = node(id);
+      const bool expired = is_expired(id, now);
+      if (too_heavy) {
+        // Caffeine's semantics: the old value is replaced, the new one never kept.
+        s.map.erase(it);
+        retire_locked(s, id, n, expired ? RemovalCause::kExpired : RemovalCause::kReplaced, out);
+      } else {
+        int64_t custom = kNever;
+        if (custom_slot_ >= 0) {
+          custom = expired ? deadline_after(now, config_.expiry->expire_after_create(key, value, to_time(now)))
+                           : update_deadline(id, n, value, now);
         }
-      } else if (!too_heavy) {
-        const int64_t custom = custom_slot_ >= 0
-            ? deadline_after(now, config_.expiry->expire_after_create(key, value, to_time(now)))
-            : kNever;
-        const NodeId id = allocate_locked(s, h);
-        Node& n = node(id);
-        new (&n.key) K(std::move(key));
-        try {
-          new (&n.value) V(std::move(value));
-        } catch (...) {
-          n.key.~K();
-          s.free_locals.push_back(codec_.local_of(id));
-          throw;
-        }
-        n.alive = true;
+        const RemovalCause cause = expired ? RemovalCause::kExpired : RemovalCause::kReplaced;
+        if (config_.listener) out.push_back(Notification{n.key, std::move(n.value), cause});
+        n.value = std::move(value);
+        stats_->add(expired ? kEvictionsExpired : kReplacements);
         stamp_write(id, now, custom);
-        try {
-          s.map.insert(Slot{id});
-        } catch (...) {
-          destroy_entry(n);
-          s.free_locals.push_back(codec_.local_of(id));
-          throw;
-        }
-        s.log.push_back(WriteEvent{id, weight, static_cast<uint32_t>(h), EventKind::kAdd});
+        if constexpr (Ext::kWriteOrder) s.order.move_to_back(id);
+        on_write(n.extra, static_cast<const K&>(n.key), static_cast<const V&>(n.value));
+        s.log.push_back(WriteEvent{id, weight, static_cast<uint32_t>(h), EventKind::kUpdate});
         mark_dirty(id);
         return;
       }
+    } else if (!too_heavy) {
+      const int64_t custom = custom_slot_ >= 0
+          ? deadline_after(now, config_.expiry->expire_after_create(key, value, to_time(now)))
+          : kNever;
+      const NodeId id = allocate_locked(s, h);
+      Node& n = node(id);
+      new (&n.key) K(std::move(key));
+      try {
+        new (&n.value) V(std::move(value));
+      } catch (...) {
+        n.key.~K();
+        s.free_locals.push_back(codec_.local_of(id));
+        throw;
+      }
+      n.alive = true;
+      stamp_write(id, now, custom);
+      try {
+        s.map.insert(Slot{id});
+      } catch (...) {
+        destroy_entry(n);
+        s.free_locals.push_back(codec_.local_of(id));
+        throw;
+      }
+      if constexpr (Ext::kWriteOrder) s.order.push_back(id);
+      on_write(n.extra, static_cast<const K&>(n.key), static_cast<const V&>(n.value));
+      s.log.push_back(WriteEvent{id, weight, static_cast<uint32_t>(h), EventKind::kAdd});
+      mark_dirty(id);
+      return;
     }
     // Heavier than the whole capacity: never kept, reported once as evicted for size.
+    typename Ext::NodeExtra scratch{};
+    on_write(scratch, static_cast<const K&>(key), static_cast<const V&>(value));
+    ext_.removed_locked(scratch, static_cast<const K&>(key), static_cast<const V&>(value), RemovalCause::kSize);
     stats_->add(kEvictionsSize);
     if (config_.listener) out.push_back(Notification{std::move(key), std::move(value), RemovalCause::kSize});
   }
@@ -634,6 +756,7 @@ class CacheCore {
   /// maintenance unlinks and frees the node (invariant 2).
   void retire_locked(Shard& s, NodeId id, Node& n, RemovalCause cause, Notifications& out)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu) {
+    if constexpr (Ext::kWriteOrder) s.order.remove(id);
     count_removal(cause);
     if (config_.listener) out.push_back(Notification{std::move(n.key), std::move(n.value), cause});
     destroy_entry(n);
@@ -816,7 +939,8 @@ class CacheCore {
   /// logged event (invariant 2).
   void evict_locked(Shard& s, NodeId id, Node& n, RemovalCause cause, Notifications& out)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(maintenance_mu_, s.mu) {
-    (void)s;  // named for the lock annotation
+    if constexpr (Ext::kWriteOrder) s.order.remove(id);
+    ext_.removed_locked(n.extra, static_cast<const K&>(n.key), static_cast<const V&>(n.value), cause);
     count_removal(cause);
     if (config_.listener) out.push_back(Notification{std::move(n.key), std::move(n.value), cause});
     destroy_entry(n);
@@ -836,6 +960,7 @@ class CacheCore {
   // ---- State ---------------------------------------------------------------------------
 
   const CacheConfig<K, V> config_;
+  Ext ext_;
   std::shared_ptr<Clock> clock_;
   Hash hasher_;
   Eq eq_;

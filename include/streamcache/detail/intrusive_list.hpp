@@ -79,6 +79,25 @@ class IntrusiveList {
     --size_;
   }
 
+  /// Links `id` right after `pos`, or at the front when `pos` is kNoNode.
+  void insert_after(NodeId pos, NodeId id) {
+    if (pos == kNoNode) {
+      push_front(id);
+      return;
+    }
+    if (pos == tail_) {
+      push_back(id);
+      return;
+    }
+    ListHook& h = hook_of_(id);
+    ListHook& p = hook_of_(pos);
+    h.prev = pos;
+    h.next = p.next;
+    hook_of_(p.next).prev = id;
+    p.next = id;
+    ++size_;
+  }
+
   void move_to_back(NodeId id) {
     if (tail_ == id) return;
     remove(id);
