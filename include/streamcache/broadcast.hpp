@@ -142,6 +142,7 @@ class Subscriber {
       if (next_ != first) moved_cursor();
       if (appended > 0) return appended;
       if (drained_closed) return 0;
+      moved_cursor(/*about_to_wait=*/true);
       if (ring_->wait_readable(next_, std::nullopt, stop) == detail::WaitOutcome::kCancelled) {
         return 0;
       }
@@ -172,8 +173,8 @@ class Subscriber {
     gate_.reset();
   }
 
-  void moved_cursor() {
-    if (gate_) ring_->advance_gate(gate_.get(), next_);
+  void moved_cursor(bool about_to_wait = false) {
+    if (gate_) ring_->advance_gate(gate_.get(), next_, about_to_wait);
   }
 
   void skip_lag() {
@@ -218,6 +219,7 @@ class Subscriber {
     for (;;) {
       Received<T> r = poll();
       if (r.status != RecvStatus::kEmpty) return r;
+      moved_cursor(/*about_to_wait=*/true);
       switch (ring_->wait_readable(next_, deadline, stop)) {
         case detail::WaitOutcome::kReady:
           break;

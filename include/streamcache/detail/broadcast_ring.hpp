@@ -75,6 +75,7 @@ class BroadcastRing {
         mask_(capacity - 1),
         block_producers_(block_producers),
         mode_(mode),
+        gate_stride_(std::max<uint64_t>(1, capacity / 8)),
         slots_(std::make_unique<Slot[]>(capacity)) {}
 
   uint64_t capacity() const noexcept { return capacity_; }
@@ -98,6 +99,10 @@ class BroadcastRing {
   /// published, or subscribers (and published_cursor) stall at it.
   void publish_claimed(uint64_t seq, T&& value) noexcept(std::is_nothrow_move_constructible_v<T>) {
     Slot& slot = slots_[seq & mask_];
+    // Fetch a line we will write soon for ownership now: subscribers hold it shared
+    // from the last lap, and the claim RMW of the next publish would otherwise stall
+    // on this store's cache miss.
+    __builtin_prefetch(&slots_[(seq + kPrefetchAhead) & mask_], 1);
     slot.wait_for_predecessor(seq, capacity_);
     struct Notify {
       BroadcastRing* ring;
@@ -179,10 +184,18 @@ class BroadcastRing {
     space_parker_.wake_all();
   }
 
-  /// A kBlock subscriber moved its cursor: wake producers waiting for space.
-  void advance_gate(GateCursor* cursor, uint64_t next) noexcept {
-    cursor->next.store(next);  // seq_cst: the Dekker handshake with producers in wait_for_gate()
-    space_parker_.notify_if_waiting();
+  /// A kBlock subscriber moved its cursor to `next`. Waking producers after every
+  /// message would cost a syscall per message when the ring is full, so the handshake
+  /// with waiting producers (seq_cst store, then the parker) happens every
+  /// gate_stride_ sequences and whenever the subscriber is about to wait (`force`):
+  /// a producer waiting for space therefore always hears from a subscriber that stops.
+  void advance_gate(GateCursor* cursor, uint64_t next, bool force) noexcept {
+    if (force || (next & (gate_stride_ - 1)) == 0) {
+      cursor->next.store(next);  // seq_cst: the Dekker handshake with producers in wait_for_gate()
+      space_parker_.notify_if_waiting();
+    } else {
+      cursor->next.store(next, std::memory_order_release);  // release: pairs with the seq_cst loads in recompute_gate(), so our copies precede the overwrite
+    }
   }
 
   void close() noexcept {
@@ -194,6 +207,7 @@ class BroadcastRing {
  private:
   // Every 256th sequence, its producer advances the published hint.
   static constexpr uint64_t kHintStride = 256;
+  static constexpr uint64_t kPrefetchAhead = 16;
 
   bool gate_allows(uint64_t seq, uint64_t gate) const noexcept { return seq - capacity_ < gate; }
 
@@ -224,6 +238,7 @@ class BroadcastRing {
   const uint64_t mask_;
   const bool block_producers_;
   const WaitMode mode_;
+  const uint64_t gate_stride_;  // a power of two
 
   alignas(kCacheLine) std::atomic<uint64_t> claim_{0};
   alignas(kCacheLine) std::atomic<uint64_t> published_hint_{0};

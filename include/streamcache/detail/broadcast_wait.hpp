@@ -22,12 +22,9 @@
 #include <immintrin.h>
 #endif
 
-namespace streamcache::detail {
+#include "streamcache/detail/cache_line.hpp"
 
-/// Cursors written by different threads live on separate lines of this size.
-/// (Not std::hardware_destructive_interference_size: g++ warns that its value
-/// may change between compiler versions, which would silently change the ABI.)
-inline constexpr size_t kCacheLine = 64;
+namespace streamcache::detail {
 
 enum class WaitMode { kBlocking, kYield, kSpin };
 enum class WaitOutcome { kReady, kTimeout, kCancelled };
@@ -43,25 +40,33 @@ inline void cpu_relax() noexcept {
 }
 
 /// A wake-up word for kBlocking waits: waiters sleep on a 32-bit epoch that every
-/// wake-up increments, and register in `waiters_` first, so that a wake-up with
-/// nobody registered is one load and no syscall.
+/// wake-up increments. A waiter arms `armed_` before sleeping; a waker that finds it
+/// armed disarms it and wakes everybody. So a wake-up with nobody asleep is one load
+/// and no syscall, and a burst of publishes while sleepers are waking up pays for
+/// one syscall, not one each.
 ///
 /// Protocol (a Dekker handshake; every step is seq_cst):
-///   waiter: 1. waiters_ += 1   2. e = epoch_   3. re-check its condition   4. sleep while epoch_ == e
-///   waker:  1. make the condition true   2. if waiters_ != 0: epoch_ += 1, wake sleepers
-/// Either the waker's step 2 sees the registration, or the waiter's step 3 sees the
-/// condition. The ring relies on the waker's step 1 being (or following) a seq_cst RMW.
+///   waiter: 1. e = epoch_   2. armed_ = true   3. re-check its condition   4. sleep while epoch_ == e
+///   waker:  1. make the condition true   2. if armed_.exchange(false): epoch_ += 1, wake sleepers
+/// Either the waker's step 2 sees the arming, or the waiter's step 3 sees the
+/// condition. A sleeper read its epoch before arming, so the waker that disarms it
+/// moves the epoch away from the one it sleeps on. The ring relies on the waker's step 1 being
+/// (or following) a seq_cst RMW.
 class Parker {
  public:
-  /// Registers a waiter and returns the epoch to sleep on. Pair with finish_wait().
+  /// Arms the parker and returns the epoch to sleep on. Pair with finish_wait().
   uint32_t prepare_wait(bool timed) noexcept {
-    waiters_.fetch_add(1);
     if (timed) timed_waiters_.fetch_add(1);
-    return epoch_.load();
+    // The epoch first, then arm: a waker that disarms us after this point bumps the
+    // epoch past `epoch`, so our sleep returns. (Arming first lost that wake-up when a
+    // waker disarmed between the two steps: regression test in the stress test's
+    // kBlock cases, which hung.)
+    const uint32_t epoch = epoch_.load();
+    armed_.store(true);
+    return epoch;
   }
   void finish_wait(bool timed) noexcept {
     if (timed) timed_waiters_.fetch_sub(1, std::memory_order_relaxed);  // relaxed: only a hint to skip a syscall
-    waiters_.fetch_sub(1, std::memory_order_relaxed);  // relaxed: a stale non-zero count costs one spare wake-up
   }
 
   /// Sleeps until the epoch moves away from `epoch` (spurious returns are allowed).
@@ -89,13 +94,13 @@ class Parker {
 #endif
   }
 
-  /// The producer's fast path: no syscall, one load, when nobody waits.
+  /// The producer's fast path: one load and no syscall when nobody is armed.
   void notify_if_waiting() noexcept {
-    if (waiters_.load() != 0) wake_all();
+    if (armed_.load() && armed_.exchange(false)) wake_all();
   }
 
   /// Wakes every sleeper unconditionally (close(), a stop request, or after
-  /// notify_if_waiting saw a waiter).
+  /// notify_if_waiting disarmed the parker).
   void wake_all() noexcept {
     epoch_.fetch_add(1);
     epoch_.notify_all();
@@ -109,8 +114,8 @@ class Parker {
   }
 
  private:
-  alignas(kCacheLine) std::atomic<uint32_t> epoch_{0};
-  std::atomic<uint32_t> waiters_{0};
+  alignas(kCacheLine) std::atomic<bool> armed_{false};
+  std::atomic<uint32_t> epoch_{0};
   std::atomic<uint32_t> timed_waiters_{0};
 };
 
@@ -118,17 +123,18 @@ class Parker {
 ///
 /// `ready()` is re-checked after registering with `parker`, so the party that makes
 /// it true must call parker.notify_if_waiting() afterwards. `wake_not_promised()`
-/// (checked after registering too) says that the condition may become true without
-/// a notification (a producer that claimed the awaited sequence before we registered
-/// may have looked at the waiter count already); then the sleep is a short timed one.
+/// (checked after arming too) says that the condition may become true without a
+/// notification (a producer that claimed the awaited sequence before we armed may
+/// have looked at `armed_` already); then the waiter yields instead of sleeping.
 template <class Ready, class WakeNotPromised>
 WaitOutcome await_condition(WaitMode mode, Parker& parker, Ready&& ready,
                             WakeNotPromised&& wake_not_promised, const Deadline& deadline,
                             const std::stop_token& stop) {
   // Spinning first pays off when the other side is mid-operation (nanoseconds);
-  // beyond that, a kBlocking waiter gives its core back.
-  constexpr int kSpinsBeforePark = 64;
-  constexpr auto kUnpromisedSleep = std::chrono::microseconds(50);
+  // yielding next lets a descheduled other side run on a busy machine; beyond that,
+  // a kBlocking waiter gives its core back.
+  constexpr uint32_t kSpinsBeforeYield = 64;
+  constexpr uint32_t kRoundsBeforePark = 128;
 
   struct Waker {
     Parker* parker;
@@ -144,11 +150,17 @@ WaitOutcome await_condition(WaitMode mode, Parker& parker, Ready&& ready,
         std::chrono::steady_clock::now() >= *deadline) {
       return WaitOutcome::kTimeout;
     }
-    if (mode == WaitMode::kSpin || (mode == WaitMode::kBlocking && round < kSpinsBeforePark)) {
+    if (mode == WaitMode::kSpin || (mode == WaitMode::kBlocking && round < kSpinsBeforeYield)) {
       cpu_relax();
       continue;
     }
-    if (mode == WaitMode::kYield) {
+    if (mode == WaitMode::kYield || round < kRoundsBeforePark) {
+      std::this_thread::yield();
+      continue;
+    }
+    if (wake_not_promised() && round < kRoundsBeforePark + 256) {
+      // The other side is mid-operation: it finishes soon. Don't arm the parker for
+      // it (arming makes every publish pay a wake-up syscall).
       std::this_thread::yield();
       continue;
     }
@@ -157,9 +169,16 @@ WaitOutcome await_condition(WaitMode mode, Parker& parker, Ready&& ready,
     const uint32_t epoch = parker.prepare_wait(timed);
     if (!ready() && !stop.stop_requested()) {
       if (wake_not_promised()) {
-        auto until = std::chrono::steady_clock::now() + kUnpromisedSleep;
-        if (deadline && *deadline < until) until = *deadline;
-        parker.wait_until(epoch, until);
+        // The other side is mid-operation and may not wake us. It usually finishes
+        // soon (yield); if it is itself held up (a kBlock producer waiting for space),
+        // poll with short sleeps rather than burn a core.
+        if (round < kRoundsBeforePark + 256) {
+          std::this_thread::yield();
+        } else {
+          auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(100);
+          if (deadline && *deadline < until) until = *deadline;
+          parker.wait_until(epoch, until);
+        }
       } else if (deadline) {
         parker.wait_until(epoch, *deadline);
       } else {
