@@ -5,8 +5,10 @@
 //   hit_ratio --trace-spec "zipf --s 0.99 --n 1048576 --length 1000000 --seed 1" 4096 16384
 //
 // The trace spec takes trace_gen's (and gen_trace.py's) arguments and generates the trace in
-// process. Columns: lru (exact LRU) and tinylfu (TinyLfuPolicy driven by the single-threaded
-// PolicySimulator in common/policy_replay.hpp). To add a column, add a ReplayColumn below.
+// process. Columns: lru (exact LRU), sim (TinyLfuPolicy driven by the single-threaded
+// PolicySimulator in common/policy_replay.hpp: every read reaches the policy at once) and cache
+// (the real streamcache::Cache with a fixed hash: reads reach the policy in batches). To add a
+// column, add a ReplayColumn below.
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -25,7 +27,8 @@ using streamcache::bench::ReplayColumn;
 
 constexpr ReplayColumn kColumns[] = {
     {"lru", &streamcache::bench::replay_lru},
-    {"tinylfu", &streamcache::bench::replay_tiny_lfu},
+    {"sim", &streamcache::bench::replay_tiny_lfu},
+    {"cache", &streamcache::bench::replay_cache},
 };
 
 constexpr const char* kUsage =

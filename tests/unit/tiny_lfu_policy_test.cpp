@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <map>
 #include <random>
@@ -268,8 +269,18 @@ TEST(TinyLfuPolicyAdaptation, WindowGrowsOnARecencyBiasedTrace) {
   const auto trace = bench::generate_trace("shift --length 1000000");
   bench::PolicySimulator sim(2000);
   for (const uint64_t key : trace) sim.access(key);
-  // Starts at 1% (20): the hot set moves, so recency pays and the climber grows the window.
+  // Starts at 1% (20): the hot set moves, so the LRU shadow wins and the window grows.
   EXPECT_GT(sim.policy().window_maximum(), 2000u / 4);
+  EXPECT_TRUE(sim.policy().check_invariants());
+}
+
+TEST(TinyLfuPolicyAdaptation, WindowCanTakeNearlyTheWholeCache) {
+  // shift at 5000: only LRU-like behaviour keeps up, so the window must grow past protected's
+  // share into probation's (Caffeine's climber stops at 80%).
+  const auto trace = bench::generate_trace("shift --length 300000");
+  bench::PolicySimulator sim(5000);
+  for (const uint64_t key : trace) sim.access(key);
+  EXPECT_GT(sim.policy().window_maximum(), 5000u * 9 / 10);
   EXPECT_TRUE(sim.policy().check_invariants());
 }
 
@@ -280,6 +291,73 @@ TEST(TinyLfuPolicyAdaptation, WindowStaysSmallOnALoop) {
   // A loop longer than the cache: every window slot is a wasted slot.
   EXPECT_LT(sim.policy().window_maximum(), 4500u / 10);
   EXPECT_TRUE(sim.policy().check_invariants());
+}
+
+TEST(TinyLfuPolicyAdaptation, WindowShrinksBackWhenTheWorkloadTurnsFrequencyBiased) {
+  // A recency phase grows the window; a static Zipf phase after it must give the space back to
+  // the main region (the 1%-window shadow beats the grown window there).
+  auto trace = bench::generate_trace("shift --length 200000");
+  const auto zipf = bench::generate_trace("zipf --s 0.99 --n 1048576 --length 600000 --seed 1");
+  trace.insert(trace.end(), zipf.begin(), zipf.end());
+  bench::PolicySimulator sim(2000);
+  uint64_t peak = 0;
+  for (size_t i = 0; i < trace.size(); ++i) {
+    sim.access(trace[i]);
+    if (i < 200000) peak = std::max(peak, sim.policy().window_maximum());
+  }
+  EXPECT_GT(peak, 2000u / 4);
+  EXPECT_LT(sim.policy().window_maximum(), 2000u / 10);
+  EXPECT_TRUE(sim.policy().check_invariants());
+}
+
+TEST(TinyLfuPolicyAdaptation, RegionSizesStayConsistentWhileTheWindowMoves) {
+  // The hill climber (off by default) and the shadow guard both resize the regions; with small
+  // periods they do so often. Invariants must hold after every maintenance call.
+  TinyLfuTuning tuning;
+  tuning.step_percent = 0.0625;
+  tuning.sample_factor = 2;
+  tuning.guard_entries = 64;
+  const auto trace = bench::generate_trace("shift --length 200000 --n 2000 --drift 500 --phase-len 4000");
+  bench::PolicySimulator sim(300, tuning);
+  uint64_t moves = 0;
+  uint64_t last_window = sim.policy().window_maximum();
+  for (size_t i = 0; i < trace.size(); ++i) {
+    sim.access(trace[i]);
+    if (sim.policy().window_maximum() != last_window) {
+      ++moves;
+      last_window = sim.policy().window_maximum();
+    }
+    if (i % 97 == 0) {
+      ASSERT_TRUE(sim.policy().check_invariants()) << "access " << i;
+    }
+    ASSERT_LE(sim.policy().weighted_size(), 300u);
+  }
+  EXPECT_GT(moves, 10u);
+}
+
+TEST(ShadowCacheTest, LruModeIsAnExactLru) {
+  // All keys sampled, window share 1: the shadow must hit exactly when an LRU does.
+  const auto trace = bench::generate_trace("zipf --s 0.9 --n 5000 --length 50000 --seed 7");
+  ShadowCache shadow;
+  shadow.init(300, 1.0);
+  uint64_t hits = 0;
+  for (const uint64_t key : trace) {
+    hits += shadow.access(static_cast<uint32_t>(key), 1, [](uint32_t) { return 0u; }) ? 1 : 0;
+  }
+  EXPECT_EQ(static_cast<double>(hits) / static_cast<double>(trace.size()), bench::replay_lru(trace, 300));
+}
+
+TEST(ShadowCacheTest, TinyLfuModeAdmitsOnlyMorePopularCandidates) {
+  ShadowCache shadow;
+  shadow.init(100, 0.01);  // window 1, main 99
+  const auto popular = [](uint32_t fp) { return fp < 1000 ? 5u : 1u; };
+  for (uint32_t fp = 0; fp < 100; ++fp) shadow.access(fp, 1, popular);  // fill with popular keys
+  EXPECT_TRUE(shadow.full());
+  for (uint32_t fp = 5000; fp < 5100; ++fp) shadow.access(fp, 1, popular);  // unpopular scan
+  uint64_t hits = 0;
+  for (uint32_t fp = 0; fp < 99; ++fp) hits += shadow.access(fp, 1, popular) ? 1 : 0;
+  // All but the one in the window when the scan began (it had to duel) survive the scan.
+  EXPECT_GE(hits, 98u);
 }
 
 }  // namespace

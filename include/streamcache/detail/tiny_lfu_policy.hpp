@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "streamcache/detail/frequency_sketch.hpp"
 #include "streamcache/detail/intrusive_list.hpp"
 
@@ -16,18 +17,30 @@ namespace streamcache::detail {
 struct TinyLfuTuning {
   double initial_window = 0.01;      // window share at start
   double main_protected = 0.80;      // protected share of the main space
-  double step_percent = 0.0625;      // hill climber's first stride, share of the capacity
+  double step_percent = 0;           // hill climber's first stride, share of the capacity (0: off)
   double step_grow = 1.5;            // stride factor after a move that did not hurt
   double step_shrink = 0.5;          // stride factor after a move that hurt (and is reversed)
   double min_step_percent = 0.005;   // stride bounds, shares of the capacity
   double max_step_percent = 0.25;
   double restart_threshold = 0.05;   // a hit-rate change this large restarts the step size
   double sample_factor = 12;         // hill-climber period, requests per unit of capacity (Caffeine: 10)
-  uint32_t aging_factor = 4;         // sketch ages after this many increments per entry (Caffeine: 10)
+  uint32_t aging_factor = 12;        // sketch ages after this many increments per entry (Caffeine: 10)
   /// A candidate at least this popular that loses to a victim is still admitted with
   /// probability 1/128 (Caffeine: 6, its defence against an attacker who keeps a victim hot by
   /// hash flooding). 16 = never, our default: on the loop trace it cost 9 points of hit ratio.
   uint32_t admit_random_threshold = 16;
+  /// Shadow guard (guard_against_shadows()): two sampled shadows, a pure LRU and W-TinyLFU with
+  /// the initial window, replay the requests. When one beats the policy on the same requests by
+  /// more than guard_margin of them, and by guard_z standard deviations, twice in a row, the
+  /// window moves towards it: +guard_grow of the main space (LRU won), or -guard_shrink of the
+  /// window's growth (W-TinyLFU won). guard_margin 0 disables the guard.
+  double guard_margin = 0.005;
+  double guard_z = 3;
+  double guard_grow = 0.5;
+  double guard_shrink = 0.5;
+  /// Entries per shadow (at least 1/32 of the cache's, at most all); also the number of sampled
+  /// requests per guard period.
+  uint32_t guard_entries = 1024;
 };
 
 /// Per-entry state the policy keeps inside the cache's node.
@@ -42,6 +55,130 @@ struct TinyLfuHook {
   uint8_t region = kNone;
 };
 static_assert(sizeof(TinyLfuHook) <= 16, "the hook lives in every cache node");
+
+/// A sampled miniature of the cache that replays its requests under a fixed window share: the
+/// policy runs two, at the two ends of the recency/frequency balance (a pure LRU, and W-TinyLFU
+/// with the initial 1% window), and moves its own window towards whichever of them beats it.
+///
+/// Sampling is spatial (SHARDS, Waldspurger et al., FAST '15): the policy replays a key iff its
+/// fingerprint falls in a fixed fraction `rate` of the hash space, and the shadow holds `rate` x
+/// the cache's weight, so its hit ratio estimates a full-size cache's on the same requests.
+/// Admission duels use the policy's own sketch (a key's popularity does not depend on what the
+/// cache holds), so a shadow costs only its entries: 24 bytes each plus its index.
+///
+/// Our own because it holds 4-byte fingerprints instead of keys, over recycled node slots;
+/// absl::flat_hash_map is the index. O(1) amortized per request, like the policy.
+class ShadowCache {
+ public:
+  /// `window_share` 1 = LRU; otherwise a window of that share in front of an SLRU main space
+  /// (80% protected) with TinyLFU admission.
+  void init(uint64_t capacity, double window_share) {
+    capacity_ = std::max<uint64_t>(capacity, 1);
+    window_max_ = window_share >= 1 ? capacity_ : std::max<uint64_t>(1, static_cast<uint64_t>(window_share * static_cast<double>(capacity_)));
+    protected_max_ = (capacity_ - window_max_) * 4 / 5;
+  }
+  bool full() const { return weight_ >= capacity_; }
+
+  /// One sampled request; returns whether the shadow hit. `frequency(fp)` -> sketch estimate.
+  template <class Frequency>
+  bool access(uint32_t fp, uint32_t weight, const Frequency& frequency) {
+    if (auto it = index_.find(fp); it != index_.end()) {
+      touch(it->second);
+      return true;
+    }
+    if (weight > capacity_) return false;
+    NodeId id;
+    if (!free_.empty()) {
+      id = free_.back();
+      free_.pop_back();
+    } else {
+      id = static_cast<NodeId>(nodes_.size());
+      nodes_.emplace_back();
+    }
+    nodes_[id].fingerprint = fp;
+    nodes_[id].weight = weight;
+    index_.emplace(fp, id);
+    link(id, kWindow);
+    weight_ += weight;
+    // Window overflow becomes a candidate that duels probation's (else protected's) LRU victim.
+    while (region_weight_[kWindow] > window_max_) {
+      const NodeId candidate = lists_[kWindow].front();
+      unlink(candidate);
+      link(candidate, kProbation);
+      if (weight_ <= capacity_) continue;
+      NodeId victim = lists_[kProbation].front();
+      if (victim == candidate) victim = lists_[kProbation].next(victim);
+      if (victim == kNoNode) victim = lists_[kProtected].front();
+      const bool admit = victim != kNoNode &&
+                         frequency(nodes_[candidate].fingerprint) > frequency(nodes_[victim].fingerprint);
+      evict(admit ? victim : candidate);
+    }
+    while (weight_ > capacity_) {  // weighted entries: make room from main, then the window
+      NodeId victim = lists_[kProbation].front();
+      if (victim == kNoNode) victim = lists_[kProtected].front();
+      if (victim == kNoNode) victim = lists_[kWindow].front();
+      evict(victim);
+    }
+    return false;
+  }
+
+ private:
+  static constexpr uint8_t kWindow = 0;
+  static constexpr uint8_t kProbation = 1;
+  static constexpr uint8_t kProtected = 2;
+
+  struct Node {
+    uint32_t fingerprint = 0;
+    uint32_t weight = 0;
+    ListHook links;
+    uint8_t region = kWindow;
+  };
+  struct LinksOf {
+    std::vector<Node>* nodes;
+    ListHook& operator()(NodeId id) const { return (*nodes)[id].links; }
+  };
+
+  void link(NodeId id, uint8_t region) {
+    nodes_[id].region = region;
+    lists_[region].push_back(id);
+    region_weight_[region] += nodes_[id].weight;
+  }
+  void unlink(NodeId id) {
+    lists_[nodes_[id].region].remove(id);
+    region_weight_[nodes_[id].region] -= nodes_[id].weight;
+  }
+  void evict(NodeId id) {
+    unlink(id);
+    weight_ -= nodes_[id].weight;
+    index_.erase(nodes_[id].fingerprint);
+    free_.push_back(id);
+  }
+  void touch(NodeId id) {
+    const uint8_t region = nodes_[id].region;
+    if (region != kProbation) {
+      lists_[region].move_to_back(id);
+      return;
+    }
+    unlink(id);
+    link(id, kProtected);
+    while (region_weight_[kProtected] > protected_max_) {
+      const NodeId demoted = lists_[kProtected].front();
+      unlink(demoted);
+      link(demoted, kProbation);
+    }
+  }
+
+  std::vector<Node> nodes_;
+  std::vector<NodeId> free_;
+  absl::flat_hash_map<uint32_t, NodeId> index_;
+  IntrusiveList<LinksOf> lists_[3] = {IntrusiveList<LinksOf>{LinksOf{&nodes_}}, IntrusiveList<LinksOf>{LinksOf{&nodes_}},
+                                      IntrusiveList<LinksOf>{LinksOf{&nodes_}}};
+  uint64_t region_weight_[3] = {};
+  uint64_t capacity_ = 1;
+  uint64_t window_max_ = 1;
+  uint64_t protected_max_ = 0;
+  uint64_t weight_ = 0;
+};
 
 /// W-TinyLFU (Einziger, Friedman, Manes: "TinyLFU: A Highly Efficient Cache Admission Policy"),
 /// as Caffeine implements it, including its hill-climbing window:
@@ -81,6 +218,10 @@ class TinyLfuPolicy {
   /// Entries moved between segments per call, so that one call stays bounded; the rest of a
   /// large window resize is carried over to the next call.
   static constexpr int kQueueTransferThreshold = 1000;
+  /// The shadows' smallest sampling rate: at most 1/32 of the entries each, so both together
+  /// cost about 2.5 bytes per cache entry (a 20-byte node plus ~20 bytes of index and free list
+  /// per shadow entry) in a large cache. A small cache pays for 2 x 1024 shadow entries at most.
+  static constexpr double kMinSampleRate = 1.0 / 32;
 
   TinyLfuPolicy(uint64_t max_weight, HookOf hook_of, const TinyLfuTuning& tuning = {})
       : tuning_(tuning),
@@ -92,6 +233,7 @@ class TinyLfuPolicy {
     // window = max - floor(0.99 * max), computed without a 64-bit overflow: ceil(1%) of max.
     const uint64_t main = scale(1 - tuning_.initial_window, max_weight);
     window_max_ = max_weight - main;
+    initial_window_max_ = window_max_;
     protected_max_ = scale(tuning_.main_protected, main);
     step_size_ = tuning_.step_percent * static_cast<double>(max_weight_);
     sketch_.set_aging_factor(tuning_.aging_factor);
@@ -128,6 +270,7 @@ class TinyLfuPolicy {
     }
     sketch_.increment(hash);
     ++misses_in_sample_;
+    shadow_request(fingerprint_of(id), weight, false);
   }
 
   /// A read hit: counts towards the key's popularity and refreshes its recency.
@@ -136,6 +279,7 @@ class TinyLfuPolicy {
     sketch_.increment(hash);
     touch(id);
     ++hits_in_sample_;
+    shadow_request(static_cast<uint32_t>(FrequencySketch::fingerprint(hash)), hook_of_(id).weight, true);
   }
 
   /// The value was replaced: an access plus a weight change.
@@ -220,6 +364,13 @@ class TinyLfuPolicy {
     ListHook& operator()(NodeId id) const { return hook_of(id).links; }
   };
   using List = IntrusiveList<LinksOf>;
+
+  /// A shadow's score against the policy over the current guard period.
+  struct ShadowScore {
+    uint64_t own_only = 0;     // sampled requests only the policy hit
+    uint64_t shadow_only = 0;  // sampled requests only the shadow hit
+    int streak = 0;            // consecutive periods in which the shadow won
+  };
 
   /// floor(fraction * x), saturating at x (fraction <= 1) or UINT64_MAX: a double cast of a value
   /// near 2^64 would be undefined behaviour.
@@ -409,9 +560,76 @@ class TinyLfuPolicy {
     return random_;
   }
 
+  /// Replays a request on both shadows if its key is sampled, counting the disagreements.
+  void shadow_request(uint32_t fp, uint32_t weight, bool hit) {
+    if (tuning_.guard_margin <= 0 || !sketch_.initialized()) return;
+    if (!shadows_ready_) {
+      // Sampling rate: ~guard_entries entries per shadow, at least kMinSampleRate of the cache.
+      const double rate = std::clamp(static_cast<double>(tuning_.guard_entries) /
+                                         static_cast<double>(std::max<uint64_t>(max_weight_, 1)),
+                                     kMinSampleRate, 1.0);
+      sample_threshold_ = static_cast<uint32_t>(std::ceil(rate * 65536.0));
+      const uint64_t capacity = scale(rate, max_weight_);
+      lru_shadow_.init(capacity, 1.0);
+      lfu_shadow_.init(capacity, tuning_.initial_window);
+      guard_period_ = std::max<uint64_t>(tuning_.guard_entries, 256);
+      shadows_ready_ = true;
+    }
+    // A multiplicative hash independent of the sketch's block choice.
+    if (((fp * 0x9E3779B1U) >> 16) >= sample_threshold_) return;
+    const auto frequency = [this](uint32_t f) { return sketch_.frequency(f); };
+    const bool lru_hit = lru_shadow_.access(fp, weight, frequency);
+    const bool lfu_hit = lfu_shadow_.access(fp, weight, frequency);
+    if (!lru_shadow_.full() || !lfu_shadow_.full()) return;  // all three warm up first
+    ++guard_requests_;
+    // Only the requests where a shadow and the policy disagree carry information (a paired
+    // sign test).
+    if (hit != lru_hit) ++(lru_hit ? lru_.shadow_only : lru_.own_only);
+    if (hit != lfu_hit) ++(lfu_hit ? lfu_.shadow_only : lfu_.own_only);
+  }
+
+  /// Whether a shadow beat the policy over the period by the margin and by guard_z standard
+  /// deviations of the sign test (under "no difference" each disagreement is a fair coin), twice
+  /// in a row (not a transient, such as the sketch warming up). Returns its lead, or 0.
+  double shadow_lead(ShadowScore& score) const {
+    const double gap = static_cast<double>(score.shadow_only) - static_cast<double>(score.own_only);
+    const double disagreements = static_cast<double>(score.shadow_only + score.own_only);
+    const bool won = gap > tuning_.guard_margin * static_cast<double>(guard_requests_) &&
+                     gap > tuning_.guard_z * std::sqrt(disagreements);
+    score.streak = won ? score.streak + 1 : 0;
+    score.shadow_only = score.own_only = 0;
+    return score.streak >= 2 ? gap : 0;
+  }
+
+  /// Once per guard period: if the LRU shadow beat us, recency is worth more than our admission
+  /// filter: grow the window by guard_grow of the main space at once. If the 1%-window
+  /// shadow beat us, frequency is worth more than our (grown) window: give back half of the
+  /// growth. The hill climber, if enabled, fine-tunes in between.
+  void guard_against_shadows() {
+    if (guard_requests_ < guard_period_) return;
+    const double lru_lead = shadow_lead(lru_);
+    const double lfu_lead = shadow_lead(lfu_);
+    guard_requests_ = 0;
+    if (lru_lead > 0 && lru_lead >= lfu_lead) {
+      const uint64_t main = max_weight_ - window_max_;
+      adjustment_ = std::max(adjustment_, static_cast<int64_t>(std::max(scale(tuning_.guard_grow, main), uint64_t{1})));
+      direction_ = 1;
+    } else if (lfu_lead > 0 && window_max_ > initial_window_max_) {
+      const uint64_t excess = window_max_ - initial_window_max_;
+      adjustment_ = std::min(adjustment_, -static_cast<int64_t>(std::max(scale(tuning_.guard_shrink, excess), uint64_t{1})));
+      direction_ = -1;
+    } else {
+      return;
+    }
+    // The climber's current sample straddles the jump: start a fresh one.
+    hits_in_sample_ = misses_in_sample_ = 0;
+    previous_hit_rate_ = 0;
+  }
+
   /// The end of a maintenance cycle: adapt the window, then demote protected overflow.
   void climb() {
-    determine_adjustment();
+    if (tuning_.step_percent > 0) determine_adjustment();
+    guard_against_shadows();
     demote_from_protected();
     if (adjustment_ > 0) {
       increase_window();
@@ -456,12 +674,16 @@ class TinyLfuPolicy {
     }
   }
 
-  /// Grows the window by up to adjustment_, taking the capacity from protected and moving main's
-  /// LRU entries (probation first) into the window's MRU end.
+  /// Grows the window by up to adjustment_, moving main's LRU entries (probation first) into the
+  /// window's MRU end. The capacity comes from protected first (as in Caffeine), then from
+  /// probation, so the window can reach all but one unit of the cache (pure LRU, for workloads
+  /// where recency is all that counts; Caffeine stops when protected is empty).
   void increase_window() {
-    if (protected_max_ == 0) return;
-    uint64_t quota = std::min(static_cast<uint64_t>(adjustment_), protected_max_);
-    protected_max_ -= quota;
+    const uint64_t main = max_weight_ - window_max_;
+    if (main <= 1) return;
+    uint64_t quota = std::min(static_cast<uint64_t>(adjustment_), main - 1);
+    const uint64_t from_protected = std::min(quota, protected_max_);
+    protected_max_ -= from_protected;
     window_max_ += quota;
     demote_from_protected();
     for (int i = 0; i < kQueueTransferThreshold; ++i) {
@@ -473,8 +695,8 @@ class TinyLfuPolicy {
       quota -= weight;
       move(id, TinyLfuHook::kWindow);
     }
-    // Whatever could not be moved yet stays owed to protected, and is retried next call.
-    protected_max_ += quota;
+    // Whatever could not be moved yet goes back (to protected first) and is retried next call.
+    protected_max_ += std::min(quota, from_protected);
     window_max_ -= quota;
     adjustment_ = static_cast<int64_t>(quota);
   }
@@ -484,8 +706,10 @@ class TinyLfuPolicy {
   void decrease_window() {
     if (window_max_ <= 1) return;
     uint64_t quota = std::min(static_cast<uint64_t>(-adjustment_), window_max_ - 1);
-    protected_max_ += quota;
     window_max_ -= quota;
+    // Protected gets the space back, up to its share of the main space (after a window that had
+    // eaten into probation, probation needs its share back too).
+    protected_max_ = std::max(protected_max_, std::min(protected_max_ + quota, scale(tuning_.main_protected, max_weight_ - window_max_)));
     for (int i = 0; i < kQueueTransferThreshold; ++i) {
       const NodeId id = window_.front();
       if (id == kNoNode) break;
@@ -494,8 +718,8 @@ class TinyLfuPolicy {
       quota -= weight;
       move(id, TinyLfuHook::kProbation);
     }
-    protected_max_ -= quota;
     window_max_ += quota;
+    protected_max_ = std::min(protected_max_, max_weight_ - window_max_);
     adjustment_ = -static_cast<int64_t>(quota);
   }
 
@@ -509,6 +733,7 @@ class TinyLfuPolicy {
 
   uint64_t max_weight_;
   uint64_t window_max_ = 0;
+  uint64_t initial_window_max_ = 0;
   uint64_t protected_max_ = 0;
   uint64_t weighted_size_ = 0;
   uint64_t window_weight_ = 0;
@@ -526,6 +751,16 @@ class TinyLfuPolicy {
   int64_t adjustment_ = 0;  // > 0: grow the window by this much; < 0: shrink it
 
   uint64_t random_ = 0x9E3779B97F4A7C15ULL;
+
+  // Shadow guard (see guard_against_shadows()).
+  ShadowCache lru_shadow_;
+  ShadowCache lfu_shadow_;
+  bool shadows_ready_ = false;
+  uint32_t sample_threshold_ = 0;       // a fingerprint is sampled iff its 16-bit mix is below
+  uint64_t guard_period_ = UINT64_MAX;  // sampled requests per comparison
+  uint64_t guard_requests_ = 0;
+  ShadowScore lru_;
+  ShadowScore lfu_;
 };
 
 }  // namespace streamcache::detail
