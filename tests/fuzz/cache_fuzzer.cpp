@@ -415,7 +415,10 @@ class Fuzz {
     });
     for (int k = 0; k < keys_; ++k) {
       FUZZ_CHECK(cache_->contains_key(key_name(k)) == model_->contains_key(k),
-                 [&] { return "contains_key(k" + std::to_string(k) + ") is " + (model_->contains_key(k) ? "false" : "true"); });
+                 [&] {
+                   return "contains_key(k" + std::to_string(k) + ") returned " +
+                          (model_->contains_key(k) ? "false" : "true") + ", the model says the opposite";
+                 });
     }
     check_stats();
 
