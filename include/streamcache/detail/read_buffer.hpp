@@ -9,9 +9,9 @@
 #include <memory>
 #include <thread>
 
-namespace streamcache::detail {
+#include "streamcache/detail/cache_line.hpp"
 
-inline constexpr size_t kCacheLine = 64;
+namespace streamcache::detail {
 
 /// The stripe a thread records into. Threads are spread round-robin over stripes when
 /// they first touch any cache, so two threads share a stripe only when there are more

@@ -1,0 +1,434 @@
+// The engine behind StreamingMap: one CacheCore and one Broadcast, tied by sequences.
+#pragma once
+
+#include <absl/hash/hash.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <queue>
+#include <stdexcept>
+#include <stop_token>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "streamcache/broadcast.hpp"
+#include "streamcache/clock.hpp"
+#include "streamcache/streaming_map_types.hpp"
+#include "streamcache/detail/cache_core.hpp"
+#include "streamcache/detail/mutex.hpp"
+
+namespace streamcache::detail {
+
+/// The commit protocol (../docs/design.md, "StreamingMap"):
+///  1. A mutation's sequence is claimed from the ring while the key's shard lock is held,
+///     and the cache entry is written with it before the lock is released: per key, cache
+///     order = sequence order, and each shard's write-order list is sorted by sequence.
+///  2. Still under that lock, a removal is appended to the removal log, and then the event
+///     is published into the ring at its sequence. So "published" implies "in the cache"
+///     (or "in the removal log").
+///  3. A reader takes cutoff = published cursor and subscribes at cutoff + 1. Every
+///     mutation <= cutoff is already in the cache; history = entries with seq <= cutoff,
+///     merged across shards in sequence order; entries with seq > cutoff arrive live.
+/// Ring sequence r carries map sequence initial_seq + r.
+template <class K, class V, class Timestamp>
+class StreamingMapCore : public std::enable_shared_from_this<StreamingMapCore<K, V, Timestamp>> {
+  static_assert(std::is_same_v<Timestamp, uint64_t> || std::is_same_v<Timestamp, uint32_t>,
+                "StreamingMap timestamps are uint64_t or uint32_t");
+
+ public:
+  using Value = std::shared_ptr<const V>;
+  using EventT = Event<K, V>;
+
+  /// The cache extension: each entry keeps its (possibly compact) sequence; the cache
+  /// keeps write order for history; evictions and expirations come back to us under the
+  /// shard lock so they can take a sequence in order.
+  struct Ext {
+    struct NodeExtra {
+      Timestamp seq{};
+    };
+    static constexpr bool kWriteOrder = true;
+    StreamingMapCore* core = nullptr;
+    void removed_locked(NodeExtra&, const K& key, const Value&, RemovalCause cause) {
+      core->on_evicted_locked(key, cause);
+    }
+  };
+  using Cache = CacheCore<K, Value, absl::Hash<K>, std::equal_to<K>, Ext>;
+
+  static std::shared_ptr<StreamingMapCore> create(StreamingMapOptions options) {
+    validate(options);
+    return std::shared_ptr<StreamingMapCore>(new StreamingMapCore(std::move(options)));
+  }
+
+  // ---- Mutations --------------------------------------------------------------------
+
+  uint64_t insert(K key, V value) {
+    Value ptr = std::make_shared<const V>(std::move(value));
+    uint64_t seq = 0;
+    cache_->insert_with(std::move(key), std::move(ptr),
+                        [&](typename Ext::NodeExtra& x, const K& k, const Value& v) {
+                          seq = publish_locked(EventKind::kUpsert, k, v);
+                          x.seq = static_cast<Timestamp>(seq);
+                        });
+    return seq;
+  }
+
+  bool remove(const K& key) {
+    bool removed = false;
+    cache_->remove_with(key, [&](typename Ext::NodeExtra&, const K& k, const Value&, RemovalCause cause) {
+      if (cause == RemovalCause::kExplicit) {
+        removed = true;
+        if (options_.publish_removals) publish_removal_locked(k);
+      } else if (options_.publish_expirations) {
+        publish_removal_locked(k);  // it had expired: this is its expiration
+      }
+    });
+    return removed;
+  }
+
+  Value get(const K& key) {
+    std::optional<Value> v = cache_->get(key);
+    return v ? std::move(*v) : nullptr;
+  }
+
+  uint64_t last_seq() const { return options_.initial_seq + ring_.published_cursor(); }
+  void run_pending_tasks() { cache_->run_pending_tasks(); }
+  void close() { ring_.close(); }
+
+  // ---- Readers ----------------------------------------------------------------------
+
+  class Reader;
+
+  std::unique_ptr<Reader> open_stream() {
+    // The cutoff and the subscription must agree: read the cursor, then subscribe right
+    // after it. Everything <= cutoff is in the cache (protocol step 2).
+    const uint64_t cursor = ring_.published_cursor();
+    auto reader = std::make_unique<Reader>(this->shared_from_this(), ring_.subscribe_from(cursor + 1));
+    reader->begin_history(options_.initial_seq + cursor);
+    return reader;
+  }
+
+  std::unique_ptr<Reader> open_stream_from(uint64_t after_seq) {
+    const uint64_t last = last_seq();
+    if (after_seq > last) {
+      throw std::invalid_argument("StreamingMap::stream_from: seq " + std::to_string(after_seq) +
+                                  " is newer than last_seq() " + std::to_string(last));
+    }
+    const uint64_t from = after_seq < options_.initial_seq ? 0 : after_seq - options_.initial_seq;
+    auto reader = std::make_unique<Reader>(this->shared_from_this(), ring_.subscribe_from(from + 1));
+    reader->begin_resume(std::max(after_seq, options_.initial_seq));
+    return reader;
+  }
+
+  /// One subscriber's state machine: history (a k-way merge of the shards' write-order
+  /// lists), then live events from the ring, with recovery after lag.
+  class Reader {
+   public:
+    Reader(std::shared_ptr<StreamingMapCore> core, Subscriber<EventT> sub)
+        : core_(core), sub_(std::move(sub)), lag_(core->options_.lag),
+          mark_snapshot_end_(core->options_.mark_snapshot_end), shard_count_(core->cache_->shard_count()),
+          per_shard_batch_(std::max<size_t>(1, core->options_.snapshot_batch / shard_count_)) {}
+
+    Reader(const Reader&) = delete;
+    Reader& operator=(const Reader&) = delete;
+    ~Reader() { release_cursors(); }
+
+    void begin_history(uint64_t cutoff) {
+      next_live_ = cutoff + 1;
+      start_pass(EventKind::kSnapshot, 0, cutoff, /*include_all=*/true);
+      end_marker_pending_ = mark_snapshot_end_;
+      cutoff_ = cutoff;
+    }
+
+    void begin_resume(uint64_t after_seq) {
+      next_live_ = after_seq + 1;
+      force_recovery_ = true;  // lag found at once is recovered whatever the policy
+    }
+
+    /// Replaces `out` with the next events (at least one, at most `max`). Returns false
+    /// when the stream is over: stopped, or the map is gone. Throws LaggedError (kError).
+    bool next_batch(std::vector<EventT>& out, size_t max, const std::stop_token& stop) {
+      out.clear();
+      if (stop.stop_requested()) return false;
+      while (pass_active_) {
+        if (!fill_from_pass(out, max)) return false;  // the map is gone
+        if (!out.empty()) return true;
+        if (stop.stop_requested()) return false;
+      }
+      if (end_marker_pending_) {
+        end_marker_pending_ = false;
+        out.push_back(EventT{cutoff_, EventKind::kSnapshotEnd, K{}, nullptr});
+        return true;
+      }
+      return receive_live(out, max, stop);
+    }
+
+   private:
+    // ---- History passes (the first one, and recoveries) ------------------------------
+
+    void start_pass(EventKind kind, uint64_t lower, uint64_t upper, bool include_all) {
+      release_cursors();
+      pass_kind_ = kind;
+      pass_lower_ = lower;
+      pass_upper_ = upper;
+      pass_all_ = include_all;
+      cursors_.assign(shard_count_, HistoryCursor{});
+      buffers_.assign(shard_count_, {});
+      positions_.assign(shard_count_, 0);
+      heap_ = {};
+      heap_primed_ = false;
+      pass_active_ = true;
+    }
+
+    /// Appends history events (in sequence order) to `out`; false if the map is gone.
+    bool fill_from_pass(std::vector<EventT>& out, size_t max) {
+      std::shared_ptr<StreamingMapCore> core = core_.lock();
+      if (!core) return false;
+      if (reset_pending_) {  // kReset goes before the relisted state, whatever its sequence
+        reset_pending_ = false;
+        out.push_back(EventT{pass_upper_, EventKind::kReset, K{}, nullptr});
+      }
+      if (!heap_primed_) {
+        for (size_t s = 0; s < shard_count_; ++s) {
+          refill(*core, s);
+          push_head(s);
+        }
+        heap_primed_ = true;
+      }
+      while (out.size() < max) {
+        const bool entries_left = !heap_.empty();
+        if (!removals_.empty() && (!entries_left || removals_.front().seq < heap_.top().first)) {
+          out.push_back(std::move(removals_.front()));
+          removals_.pop_front();
+          continue;
+        }
+        if (!entries_left) {
+          finish_pass();
+          break;
+        }
+        const size_t shard = heap_.top().second;
+        heap_.pop();
+        out.push_back(std::move(buffers_[shard][positions_[shard]++]));
+        if (positions_[shard] == buffers_[shard].size()) refill(*core, shard);
+        push_head(shard);
+      }
+      return true;
+    }
+
+    void push_head(size_t shard) {
+      if (positions_[shard] < buffers_[shard].size()) heap_.push({buffers_[shard][positions_[shard]].seq, shard});
+    }
+
+    /// Reads the shard's next non-empty batch, skipping entries at or below the pass's
+    /// lower bound; leaves the buffer empty when the shard has nothing more.
+    void refill(StreamingMapCore& core, size_t shard) {
+      auto& buf = buffers_[shard];
+      buf.clear();
+      positions_[shard] = 0;
+      HistoryCursor& cursor = cursors_[shard];
+      while (buf.empty() && !cursor.done) {
+        const uint64_t ref = core.reference_seq();
+        core.cache_->read_history(shard, cursor, per_shard_batch_,
+                                  [&](const typename Ext::NodeExtra& x, const K& k, const Value& v) {
+                                    const uint64_t seq = StreamingMapCore::expand(x.seq, ref);
+                                    if (seq > pass_upper_) return false;  // written after the cutoff: live
+                                    if (pass_all_ || seq > pass_lower_) buf.push_back(EventT{seq, pass_kind_, k, v});
+                                    return true;
+                                  });
+      }
+    }
+
+    void finish_pass() {
+      release_cursors();
+      pass_active_ = false;
+      buffers_.clear();
+      positions_.clear();
+    }
+
+    void release_cursors() {
+      if (cursors_.empty()) return;
+      if (std::shared_ptr<StreamingMapCore> core = core_.lock()) {
+        for (size_t s = 0; s < cursors_.size(); ++s) core->cache_->release_history(s, cursors_[s]);
+      }
+      cursors_.clear();
+    }
+
+    // ---- Live ----------------------------------------------------------------------
+
+    bool receive_live(std::vector<EventT>& out, size_t max, const std::stop_token& stop) {
+      for (;;) {
+        live_.clear();
+        const size_t n = sub_.recv_batch(live_, max, stop);
+        if (n == 0) return false;  // closed (the map is gone) or stopped
+        if (live_.front().seq != next_live_) {
+          recover();  // throws LaggedError under kError
+          if (pass_active_) {
+            while (pass_active_) {
+              if (!fill_from_pass(out, max)) return false;
+              if (!out.empty()) return true;
+            }
+          }
+          continue;
+        }
+        next_live_ = live_.back().seq + 1;
+        force_recovery_ = false;
+        for (EventT& e : live_) out.push_back(std::move(e));
+        return true;
+      }
+    }
+
+    /// The subscriber fell behind (or stream_from's continuation left the ring): rebuild
+    /// the consumer's state from the cache and the removal log, then go on live.
+    void recover() {
+      const uint64_t last_delivered = next_live_ - 1;
+      if (lag_ == LagPolicy::kError && !force_recovery_) throw LaggedError(last_delivered);
+      force_recovery_ = false;
+      std::shared_ptr<StreamingMapCore> core = core_.lock();
+      if (!core) return;
+      const uint64_t cursor = core->ring_.published_cursor();
+      const uint64_t new_cutoff = core->options_.initial_seq + cursor;
+      sub_ = core->ring_.subscribe_from(cursor + 1);
+      next_live_ = new_cutoff + 1;
+      removals_.clear();
+      if (core->removals_since(last_delivered, new_cutoff, removals_)) {
+        start_pass(EventKind::kResync, last_delivered, new_cutoff, /*include_all=*/false);
+      } else {
+        // The removal log no longer reaches back: relist (Kubernetes' 410 Gone).
+        removals_.clear();
+        start_pass(EventKind::kResync, 0, new_cutoff, /*include_all=*/true);
+        reset_pending_ = true;
+      }
+    }
+
+    using HeapItem = std::pair<uint64_t, size_t>;  // (head seq, shard), min-heap
+    std::weak_ptr<StreamingMapCore> core_;
+    Subscriber<EventT> sub_;
+    const LagPolicy lag_;
+    const bool mark_snapshot_end_;
+    const size_t shard_count_;
+    const size_t per_shard_batch_;
+    uint64_t next_live_ = 1;
+    uint64_t cutoff_ = 0;
+    bool force_recovery_ = false;
+    bool end_marker_pending_ = false;
+    bool reset_pending_ = false;
+
+    bool pass_active_ = false;
+    bool pass_all_ = true;
+    bool heap_primed_ = false;
+    EventKind pass_kind_ = EventKind::kSnapshot;
+    uint64_t pass_lower_ = 0;
+    uint64_t pass_upper_ = 0;
+    std::vector<HistoryCursor> cursors_;
+    std::vector<std::vector<EventT>> buffers_;
+    std::vector<size_t> positions_;
+    std::priority_queue<HeapItem, std::vector<HeapItem>, std::greater<HeapItem>> heap_;
+    std::deque<EventT> removals_;  // recovery: kRemove events (or one kReset) to merge in
+    std::vector<EventT> live_;
+  };
+
+ private:
+  explicit StreamingMapCore(StreamingMapOptions options)
+      : options_(std::move(options)),
+        ring_(BroadcastOptions{options_.ring_capacity, Overflow::kOverwrite, WaitStrategy::kBlocking}) {
+    CacheConfig<K, Value> config;
+    config.max_weight = options_.max_capacity;
+    config.time_to_live = options_.time_to_live;
+    config.time_to_idle = options_.time_to_idle;
+    config.clock = options_.clock;
+    removal_log_capacity_ = std::max<size_t>(options_.ring_capacity, 1);
+    cache_ = std::make_unique<Cache>(std::move(config), Ext{this});
+  }
+
+  static void validate(const StreamingMapOptions& o) {
+    if (o.ring_capacity == 0) throw std::invalid_argument("StreamingMap: ring_capacity must be positive");
+    if (o.snapshot_batch == 0) throw std::invalid_argument("StreamingMap: snapshot_batch must be positive");
+    if (o.time_to_live && o.time_to_live->count() < 0) {
+      throw std::invalid_argument("StreamingMap: time_to_live must not be negative");
+    }
+    if (o.time_to_idle && o.time_to_idle->count() < 0) {
+      throw std::invalid_argument("StreamingMap: time_to_idle must not be negative");
+    }
+  }
+
+  /// Under the key's shard lock: claims the next sequence and publishes the event at it.
+  /// The event is built before the claim so that nothing can throw between claim and
+  /// publish (a claimed, unpublished sequence would stall every reader).
+  uint64_t publish_locked(EventKind kind, const K& key, const Value& value) {
+    EventT event{0, kind, key, value};
+    const uint64_t r = ring_.claim();
+    event.seq = options_.initial_seq + r;
+    const uint64_t seq = event.seq;
+    if (kind == EventKind::kRemove) log_removal(seq, key);
+    ring_.publish_claimed(r, std::move(event));
+    return seq;
+  }
+
+  void publish_removal_locked(const K& key) { publish_locked(EventKind::kRemove, key, nullptr); }
+
+  void on_evicted_locked(const K& key, RemovalCause cause) {
+    if (options_.publish_expirations && (cause == RemovalCause::kExpired || cause == RemovalCause::kSize)) {
+      publish_removal_locked(key);
+    }
+  }
+
+  // ---- The removal log: what recovery cannot read from the cache -----------------------
+
+  void log_removal(uint64_t seq, const K& key) {
+    WriterLock<Mutex> lock(removal_mu_);
+    removal_log_.push_back({seq, key});
+    if (removal_log_.size() > removal_log_capacity_) {
+      log_floor_ = std::max(log_floor_, removal_log_.front().first);
+      removal_log_.pop_front();
+    }
+  }
+
+  /// Appends the kRemove events with seq in (after, upto], in order. False when the log
+  /// no longer covers everything after `after`.
+  bool removals_since(uint64_t after, uint64_t upto, std::deque<EventT>& out) {
+    std::vector<EventT> found;
+    {
+      WriterLock<Mutex> lock(removal_mu_);
+      if (log_floor_ > after) return false;
+      for (const auto& [seq, key] : removal_log_) {
+        if (seq > after && seq <= upto) found.push_back(EventT{seq, EventKind::kRemove, key, nullptr});
+      }
+    }
+    // Shards append concurrently, so the log is only nearly sorted.
+    std::sort(found.begin(), found.end(), [](const EventT& a, const EventT& b) { return a.seq < b.seq; });
+    for (EventT& e : found) out.push_back(std::move(e));
+    return true;
+  }
+
+  // ---- Compact timestamps --------------------------------------------------------------
+
+  /// A sequence every stored one is near: stored sequences are at most the claimed ones,
+  /// which run ahead of the published cursor only by the writes in flight.
+  uint64_t reference_seq() const { return last_seq(); }
+
+  /// The 64-bit sequence a stored timestamp stands for: the one nearest `ref` (within
+  /// +-2^31 for 32-bit timestamps). Limit: an entry not rewritten for 2^31 mutations
+  /// would be misread; the docs say so.
+  static uint64_t expand(Timestamp stored, uint64_t ref) {
+    if constexpr (std::is_same_v<Timestamp, uint64_t>) {
+      return stored;
+    } else {
+      const auto delta = static_cast<int32_t>(stored - static_cast<uint32_t>(ref));
+      return ref + static_cast<uint64_t>(static_cast<int64_t>(delta));
+    }
+  }
+
+  const StreamingMapOptions options_;
+  Broadcast<EventT> ring_;
+  std::unique_ptr<Cache> cache_;
+
+  Mutex removal_mu_;
+  std::deque<std::pair<uint64_t, K>> removal_log_ ABSL_GUARDED_BY(removal_mu_);
+  uint64_t log_floor_ ABSL_GUARDED_BY(removal_mu_) = 0;  // highest seq dropped from the log
+  size_t removal_log_capacity_ = 0;
+};
+
+}  // namespace streamcache::detail

@@ -1,0 +1,95 @@
+// The vocabulary of StreamingMap: events, lag policy, options.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+
+#include "streamcache/clock.hpp"
+
+namespace streamcache {
+
+enum class EventKind {
+  kSnapshot,     ///< history: the key's newest value at the stream's cutoff
+  kUpsert,       ///< live: inserted or replaced
+  kRemove,       ///< live (or recovered): removed; `value` is null
+  kResync,       ///< recovered after lag: the key's current value
+  kReset,        ///< recovered after lag: drop your state; the whole state follows as kResync
+  kSnapshotEnd,  ///< optional marker after the history (seq = cutoff, no key or value)
+};
+
+template <class K, class V>
+struct Event {
+  uint64_t seq = 0;   ///< the mutation's logical timestamp; strictly increasing per stream
+  EventKind kind = EventKind::kUpsert;
+  K key{};
+  std::shared_ptr<const V> value;  ///< shared with the map and every subscriber; null for kRemove
+};
+
+enum class LagPolicy {
+  kResync,  ///< recover from the map (kResync / kRemove, or kReset + the whole state)
+  kError,   ///< throw LaggedError from the stream
+};
+
+/// Thrown by a LagPolicy::kError stream whose subscriber fell more than ring_capacity
+/// behind. Resume with stream_from(last_delivered_seq()).
+class LaggedError : public std::runtime_error {
+ public:
+  explicit LaggedError(uint64_t last_delivered)
+      : std::runtime_error("streamcache::StreamingMap: stream lagged behind the ring after seq " +
+                           std::to_string(last_delivered)),
+        last_delivered_(last_delivered) {}
+  uint64_t last_delivered_seq() const noexcept { return last_delivered_; }
+
+ private:
+  uint64_t last_delivered_;
+};
+
+/// Every knob of a StreamingMap, with its trade-off.
+struct StreamingMapOptions {
+  /// Entries kept for history (the map's size bound, evicted by W-TinyLFU). Live events
+  /// are streamed whether or not their entry is kept.
+  uint64_t max_capacity = UINT64_MAX;
+
+  /// History entries expire this long after their write / last access. Expired entries
+  /// leave the history; streams learn of it only with publish_expirations.
+  std::optional<Clock::duration> time_to_live;
+  std::optional<Clock::duration> time_to_idle;
+
+  /// The time source for expiry; null means Clock::system().
+  std::shared_ptr<Clock> clock;
+
+  /// Live events held for slow subscribers (rounded up to a power of two). A subscriber
+  /// further behind than this lags and recovers per `lag`. Larger rings cost memory
+  /// (about 48 bytes a slot plus the key) and make lag rarer. Also the number of recent
+  /// removals remembered for recovery. 0 is invalid.
+  size_t ring_capacity = 65536;
+
+  /// What a lagging stream does.
+  LagPolicy lag = LagPolicy::kResync;
+
+  /// Explicit removes take a sequence and are streamed as kRemove. When false they take
+  /// none and are never streamed (a consumer's state then keeps removed keys).
+  bool publish_removals = true;
+
+  /// Expirations and size evictions take a sequence and are streamed as kRemove, so a
+  /// consumer's state tracks the map's exactly. Off by default: a cache-like map whose
+  /// consumers only want fresh values need not pay for them.
+  bool publish_expirations = false;
+
+  /// History is read this many entries at a time (spread over the shards), each under a
+  /// short shard lock: smaller batches hold locks for less time, larger ones read faster.
+  /// 0 is invalid.
+  size_t snapshot_batch = 1024;
+
+  /// The first mutation gets initial_seq + 1. Tests use it to force the 32-bit timestamp
+  /// wrap; a restarted service can use it to continue its numbering.
+  uint64_t initial_seq = 0;
+
+  /// Emit one kSnapshotEnd (seq = cutoff, default key, no value) after the history.
+  bool mark_snapshot_end = false;
+};
+
+}  // namespace streamcache

@@ -1,0 +1,435 @@
+#include "streamcache/streaming_map.hpp"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <map>
+#include <optional>
+#include <stop_token>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace streamcache {
+namespace {
+
+using Map = StreamingMap<std::string, int>;
+using Ev = Event<std::string, int>;
+using std::chrono::seconds;
+
+struct Seen {
+  uint64_t seq;
+  EventKind kind;
+  std::string key;
+  std::optional<int> value;
+  bool operator==(const Seen&) const = default;
+};
+
+Seen seen(const Ev& e) { return Seen{e.seq, e.kind, e.key, e.value ? std::optional<int>(*e.value) : std::nullopt}; }
+
+std::vector<Seen> take(Generator<Ev> gen) {
+  std::vector<Seen> out;
+  for (const Ev& e : gen) out.push_back(seen(e));
+  return out;
+}
+
+// Applies events in order, as a consumer rebuilding the map would.
+template <class K>
+void apply(std::map<K, int>& state, const Event<K, int>& e) {
+  switch (e.kind) {
+    case EventKind::kSnapshot:
+    case EventKind::kUpsert:
+    case EventKind::kResync:
+      state[e.key] = *e.value;
+      break;
+    case EventKind::kRemove:
+      state.erase(e.key);
+      break;
+    case EventKind::kReset:
+      state.clear();
+      break;
+    case EventKind::kSnapshotEnd:
+      break;
+  }
+}
+
+TEST(StreamingMap, InsertAndRemoveTakeSequencesInOrder) {
+  Map map;
+  EXPECT_EQ(map.last_seq(), 0u);
+  EXPECT_EQ(map.insert("a", 1), 1u);
+  EXPECT_EQ(map.insert("b", 2), 2u);
+  EXPECT_TRUE(map.remove("a"));
+  EXPECT_FALSE(map.remove("a"));  // absent: no sequence
+  EXPECT_EQ(map.last_seq(), 3u);
+  EXPECT_EQ(map.get("a"), nullptr);
+  ASSERT_NE(map.get("b"), nullptr);
+  EXPECT_EQ(*map.get("b"), 2);
+}
+
+TEST(StreamingMap, HistoryInInsertionOrderThenLive) {
+  Map map;
+  map.insert("c", 3);
+  map.insert("a", 1);
+  map.insert("b", 2);
+  auto gen = map.stream_n(4);
+  map.insert("d", 4);  // after the cutoff: live
+  EXPECT_THAT(take(std::move(gen)),
+              ::testing::ElementsAre(Seen{1, EventKind::kSnapshot, "c", 3}, Seen{2, EventKind::kSnapshot, "a", 1},
+                                     Seen{3, EventKind::kSnapshot, "b", 2}, Seen{4, EventKind::kUpsert, "d", 4}));
+}
+
+TEST(StreamingMap, KeyRemovedBeforeTheHistoryReachesItComesOnlyAsALiveRemoval) {
+  Map map;
+  map.insert("c", 3);
+  map.insert("a", 1);
+  auto gen = map.stream_n(2);
+  map.remove("c");  // gone when the history pass gets there: not a snapshot, but a live kRemove
+  EXPECT_THAT(take(std::move(gen)), ::testing::ElementsAre(Seen{2, EventKind::kSnapshot, "a", 1},
+                                                           Seen{3, EventKind::kRemove, "c", std::nullopt}));
+}
+
+TEST(StreamingMap, CutoffIsFixedWhenStreamIsCalledNotWhenIterated) {
+  Map map;
+  map.insert("a", 1);
+  auto gen = map.stream_n(2);
+  map.insert("a", 10);  // rewritten after the cutoff: only live, once, newest value
+  map.insert("b", 2);
+  EXPECT_THAT(take(std::move(gen)),
+              ::testing::ElementsAre(Seen{2, EventKind::kUpsert, "a", 10}, Seen{3, EventKind::kUpsert, "b", 2}));
+}
+
+TEST(StreamingMap, KeyRewrittenBeforeTheCutoffAppearsOnceWithItsNewestValue) {
+  Map map;
+  map.insert("a", 1);
+  map.insert("b", 2);
+  map.insert("a", 3);
+  EXPECT_THAT(take(map.stream_n(2)), ::testing::ElementsAre(Seen{2, EventKind::kSnapshot, "b", 2},
+                                                              Seen{3, EventKind::kSnapshot, "a", 3}));
+}
+
+TEST(StreamingMap, EventsShareTheMapsValue) {
+  Map map;
+  map.insert("a", 1);
+  auto gen = map.stream_n(1);
+  auto it = gen.begin();
+  EXPECT_EQ(it->value.get(), map.get("a").get());  // one allocation for map and subscribers
+}
+
+TEST(StreamingMap, UnpublishedRemovalsTakeNoSequence) {
+  StreamingMapOptions options;
+  options.publish_removals = false;
+  Map map(options);
+  map.insert("a", 1);
+  auto gen = map.stream_n(2);
+  auto it = gen.begin();
+  EXPECT_EQ(seen(*it), (Seen{1, EventKind::kSnapshot, "a", 1}));
+  EXPECT_TRUE(map.remove("a"));
+  map.insert("b", 2);
+  ++it;
+  EXPECT_EQ(seen(*it), (Seen{2, EventKind::kUpsert, "b", 2}));  // the removal took no sequence
+  EXPECT_EQ(map.last_seq(), 2u);
+}
+
+TEST(StreamingMap, SnapshotEndMarksTheCutoffAndIsNotCounted) {
+  StreamingMapOptions options;
+  options.mark_snapshot_end = true;
+  Map map(options);
+  map.insert("a", 1);
+  auto gen = map.stream_n(2);
+  map.insert("b", 2);
+  EXPECT_THAT(take(std::move(gen)),
+              ::testing::ElementsAre(Seen{1, EventKind::kSnapshot, "a", 1}, Seen{1, EventKind::kSnapshotEnd, "", std::nullopt},
+                                     Seen{2, EventKind::kUpsert, "b", 2}));
+}
+
+TEST(StreamingMap, HistoryIsReadInBatchesAcrossShards) {
+  StreamingMapOptions options;
+  options.snapshot_batch = 1;  // one entry per shard read: forces many cursor moves
+  StreamingMap<int, int> map(options);
+  for (int i = 0; i < 2000; ++i) map.insert(i % 700, i);
+  uint64_t last = 0;
+  size_t n = 0;
+  std::map<int, int> state;
+  for (const auto& e : map.stream_n(700)) {
+    EXPECT_EQ(e.kind, EventKind::kSnapshot);
+    EXPECT_GT(e.seq, last);
+    last = e.seq;
+    state[e.key] = *e.value;
+    ++n;
+  }
+  EXPECT_EQ(n, 700u);
+  for (const auto& [k, v] : state) EXPECT_EQ(*map.get(k), v);
+}
+
+TEST(StreamingMap, StreamBatchesDeliversTheSameEventsInSpans) {
+  StreamingMap<int, int> map;
+  for (int i = 0; i < 100; ++i) map.insert(i, i);
+  std::stop_source stop;
+  auto gen = map.stream_batches(16, stop.get_token());
+  std::vector<uint64_t> seqs;
+  for (std::span<const Event<int, int>> batch : gen) {
+    EXPECT_FALSE(batch.empty());
+    EXPECT_LE(batch.size(), 16u);
+    for (const auto& e : batch) seqs.push_back(e.seq);
+    if (seqs.size() == 100) break;
+  }
+  ASSERT_EQ(seqs.size(), 100u);
+  for (size_t i = 0; i < seqs.size(); ++i) EXPECT_EQ(seqs[i], i + 1);
+  EXPECT_THROW(map.stream_batches(0), std::invalid_argument);
+}
+
+TEST(StreamingMap, StreamFromInsideTheRingContinuesLive) {
+  Map map;
+  for (int i = 0; i < 10; ++i) map.insert("k" + std::to_string(i), i);
+  auto gen = map.stream_from(7, {});
+  auto events = std::vector<Seen>();
+  for (const Ev& e : gen) {
+    events.push_back(seen(e));
+    if (events.size() == 3) break;
+  }
+  EXPECT_THAT(events, ::testing::ElementsAre(Seen{8, EventKind::kUpsert, "k7", 7}, Seen{9, EventKind::kUpsert, "k8", 8},
+                                             Seen{10, EventKind::kUpsert, "k9", 9}));
+  EXPECT_THROW(map.stream_from(11), std::invalid_argument);
+}
+
+TEST(StreamingMap, StreamFromOutsideTheRingRecoversChangesAndRemovals) {
+  StreamingMapOptions options;
+  options.ring_capacity = 4;
+  Map map(options);
+  map.insert("a", 1);  // 1
+  map.insert("b", 2);  // 2
+  map.insert("c", 3);  // 3: the consumer processed up to here
+  std::map<std::string, int> state{{"a", 1}, {"b", 2}, {"c", 3}};
+  map.insert("a", 10);  // 4
+  map.remove("b");      // 5
+  map.insert("d", 4);   // 6
+  map.insert("e", 5);   // 7
+  map.insert("f", 6);   // 8
+  map.insert("g", 7);   // 9: the ring (4) no longer holds 4
+  std::stop_source stop;
+  std::vector<Seen> events;
+  for (const Ev& e : map.stream_from(3, stop.get_token())) {
+    events.push_back(seen(e));
+    apply(state, e);
+    if (e.seq == 9) break;
+  }
+  EXPECT_THAT(events, ::testing::ElementsAre(Seen{4, EventKind::kResync, "a", 10}, Seen{5, EventKind::kRemove, "b", std::nullopt},
+                                             Seen{6, EventKind::kResync, "d", 4}, Seen{7, EventKind::kResync, "e", 5},
+                                             Seen{8, EventKind::kResync, "f", 6}, Seen{9, EventKind::kResync, "g", 7}));
+  EXPECT_EQ(state, (std::map<std::string, int>{{"a", 10}, {"c", 3}, {"d", 4}, {"e", 5}, {"f", 6}, {"g", 7}}));
+}
+
+TEST(StreamingMap, RecoveryResetsWhenRemovalsAreForgotten) {
+  StreamingMapOptions options;
+  options.ring_capacity = 2;  // also the removal log's length
+  Map map(options);
+  map.insert("a", 1);  // 1: the consumer processed up to here
+  map.insert("b", 2);
+  map.remove("a");
+  map.remove("b");
+  map.insert("c", 3);
+  map.remove("c");
+  map.insert("d", 4);  // 7
+  std::stop_source stop;
+  std::vector<Seen> events;
+  for (const Ev& e : map.stream_from(1, stop.get_token())) {
+    events.push_back(seen(e));
+    if (e.kind == EventKind::kResync) break;
+  }
+  EXPECT_THAT(events, ::testing::ElementsAre(Seen{7, EventKind::kReset, "", std::nullopt}, Seen{7, EventKind::kResync, "d", 4}));
+}
+
+TEST(StreamingMap, LaggingStreamResyncsToTheMapsState) {
+  StreamingMapOptions options;
+  options.ring_capacity = 8;
+  StreamingMap<int, int> map(options);
+  for (int i = 0; i < 5; ++i) map.insert(i, i);
+  std::stop_source stop;
+  auto gen = map.stream(stop.get_token());
+  std::map<int, int> state;
+  auto it = gen.begin();
+  for (int i = 0; i < 5; ++i) {  // the history (advancing past the last would wait for live)
+    if (i > 0) ++it;
+    state[it->key] = *it->value;
+  }
+  for (int i = 0; i < 100; ++i) {  // far more than the ring holds, while we do not read
+    if (i % 7 == 0) {
+      map.remove(i % 13);
+    } else {
+      map.insert(i % 13, i);
+    }
+  }
+  const uint64_t last = map.last_seq();
+  uint64_t prev = 0;
+  bool resynced = false;
+  bool reset = false;
+  for (++it; it != gen.end(); ++it) {
+    const auto& e = *it;
+    // Sequences increase, except that a kReset restarts them for the relisted state.
+    if (e.kind == EventKind::kReset) {
+      reset = true;
+      prev = 0;
+    } else if (!reset || e.kind != EventKind::kResync) {
+      EXPECT_GT(e.seq, prev);
+      prev = e.seq;
+    }
+    resynced |= e.kind == EventKind::kResync;
+    apply(state, e);
+    if (e.seq == last && e.kind != EventKind::kReset) break;
+  }
+  EXPECT_TRUE(resynced);
+  std::map<int, int> expected;
+  for (int k = 0; k < 13; ++k) {
+    if (auto v = map.get(k)) expected[k] = *v;
+  }
+  EXPECT_EQ(state, expected);
+}
+
+TEST(StreamingMap, LagWithErrorPolicyThrowsWithTheLastDeliveredSeq) {
+  StreamingMapOptions options;
+  options.ring_capacity = 4;
+  options.lag = LagPolicy::kError;
+  StreamingMap<int, int> map(options);
+  map.insert(0, 0);
+  auto gen = map.stream();
+  auto it = gen.begin();  // the snapshot of key 0, seq 1 (the cutoff)
+  for (int i = 0; i < 20; ++i) map.insert(i, i);
+  try {
+    ++it;
+    FAIL() << "expected LaggedError";
+  } catch (const LaggedError& e) {
+    EXPECT_EQ(e.last_delivered_seq(), 1u);
+  }
+}
+
+TEST(StreamingMap, CompactTimestampsSurviveThe32BitWrap) {
+  StreamingMapOptions options;
+  options.initial_seq = (uint64_t{1} << 32) - 3;
+  StreamingMap<int, int, uint32_t> map(options);
+  std::vector<uint64_t> seqs;
+  for (int i = 0; i < 6; ++i) seqs.push_back(map.insert(i, i));
+  EXPECT_EQ(seqs.front(), (uint64_t{1} << 32) - 2);
+  EXPECT_EQ(seqs.back(), (uint64_t{1} << 32) + 3);
+  std::vector<uint64_t> history;
+  for (const auto& e : map.stream_n(6)) history.push_back(e.seq);
+  EXPECT_EQ(history, seqs);
+}
+
+TEST(StreamingMap, PublishedExpirationsBecomeRemovals) {
+  auto clock = std::make_shared<ManualClock>();
+  StreamingMapOptions options;
+  options.time_to_live = seconds(10);
+  options.clock = clock;
+  options.publish_expirations = true;
+  Map map(options);
+  map.insert("a", 1);
+  auto gen = map.stream_n(2);
+  auto it = gen.begin();
+  EXPECT_EQ(seen(*it), (Seen{1, EventKind::kSnapshot, "a", 1}));
+  clock->advance(seconds(10));  // 10 s
+  EXPECT_EQ(map.get("a"), nullptr);
+  map.run_pending_tasks();
+  EXPECT_EQ(map.last_seq(), 2u);
+  ++it;
+  EXPECT_EQ(seen(*it), (Seen{2, EventKind::kRemove, "a", std::nullopt}));
+}
+
+TEST(StreamingMap, ExpiredEntriesLeaveTheHistory) {
+  auto clock = std::make_shared<ManualClock>();
+  StreamingMapOptions options;
+  options.time_to_live = seconds(10);
+  options.clock = clock;
+  Map map(options);
+  map.insert("old", 1);
+  clock->advance(seconds(6));  // 6 s
+  map.insert("new", 2);
+  clock->advance(seconds(4));  // 10 s: "old" expired
+  EXPECT_THAT(take(map.stream_n(1)), ::testing::ElementsAre(Seen{2, EventKind::kSnapshot, "new", 2}));
+}
+
+TEST(StreamingMap, CapacityBoundsTheHistory) {
+  StreamingMapOptions options;
+  options.max_capacity = 10;
+  options.publish_expirations = true;
+  options.mark_snapshot_end = true;
+  StreamingMap<int, int> map(options);
+  for (int i = 0; i < 50; ++i) map.insert(i, i);
+  map.run_pending_tasks();
+  const uint64_t last = map.last_seq();
+  size_t snapshots = 0;
+  for (const auto& e : map.stream()) {
+    if (e.kind == EventKind::kSnapshotEnd) break;
+    ++snapshots;
+  }
+  EXPECT_EQ(snapshots, 10u);
+  EXPECT_EQ(last, 50u + 40u);  // 50 inserts + 40 published evictions
+}
+
+TEST(StreamingMap, StopTokenEndsAWaitingStream) {
+  Map map;
+  std::stop_source stop;
+  auto gen = map.stream(stop.get_token());
+  std::thread stopper([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    stop.request_stop();
+  });
+  size_t n = 0;
+  for (const auto& e : gen) {
+    (void)e;
+    ++n;
+  }
+  stopper.join();
+  EXPECT_EQ(n, 0u);
+}
+
+TEST(StreamingMap, StreamEndsWhenTheMapIsDestroyed) {
+  std::optional<Map> map(std::in_place);
+  map->insert("a", 1);
+  auto gen = map->stream();
+  auto it = gen.begin();
+  EXPECT_EQ(it->key, "a");
+  map.reset();
+  ++it;
+  EXPECT_TRUE(it == gen.end());
+}
+
+TEST(StreamingMap, AbandonedStreamReleasesItsHistoryCursors) {
+  StreamingMap<int, int> map;
+  for (int i = 0; i < 1000; ++i) map.insert(i, i);
+  {
+    auto gen = map.stream();
+    auto it = gen.begin();
+    ++it;
+  }  // destroyed mid-history
+  for (int i = 0; i < 1000; ++i) map.insert(i, i + 1);
+  size_t n = 0;
+  for (const auto& e : map.stream_n(1000)) {
+    EXPECT_EQ(*e.value, e.key + 1);
+    ++n;
+  }
+  EXPECT_EQ(n, 1000u);
+}
+
+TEST(StreamingMap, InvalidOptionsThrowNamingTheOption) {
+  auto message = [](StreamingMapOptions o) -> std::string {
+    try {
+      Map map(o);
+    } catch (const std::invalid_argument& e) {
+      return e.what();
+    }
+    return "no exception";
+  };
+  StreamingMapOptions o;
+  o.ring_capacity = 0;
+  EXPECT_THAT(message(o), ::testing::HasSubstr("ring_capacity"));
+  o = {};
+  o.snapshot_batch = 0;
+  EXPECT_THAT(message(o), ::testing::HasSubstr("snapshot_batch"));
+  o = {};
+  o.time_to_live = seconds(-1);
+  EXPECT_THAT(message(o), ::testing::HasSubstr("time_to_live"));
+}
+
+}  // namespace
+}  // namespace streamcache
