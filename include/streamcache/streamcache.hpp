@@ -5,3 +5,4 @@
 #include "streamcache/cache.hpp"
 #include "streamcache/clock.hpp"
 #include "streamcache/generator.hpp"
+#include "streamcache/streaming_map.hpp"
