@@ -181,7 +181,7 @@ class ShadowCache {
 };
 
 /// W-TinyLFU (Einziger, Friedman, Manes: "TinyLFU: A Highly Efficient Cache Admission Policy"),
-/// as Caffeine implements it, including its hill-climbing window:
+/// with Caffeine's segments and an adaptive window:
 ///
 /// - A new entry enters the *window*, an LRU holding a small share of the capacity. What falls
 ///   out of the window becomes a *candidate* for the main space, an SLRU of *probation* and
@@ -189,14 +189,17 @@ class ShadowCache {
 ///   compared with the probation segment's LRU *victim* by their FrequencySketch estimates, and
 ///   the less popular one is evicted. A probation entry that is hit moves to protected;
 ///   protected overflow is demoted back to probation's MRU end.
-/// - The window's share adapts by hill climbing, as in Caffeine 2.7+: every sample period
-///   (sample_factor x capacity requests) the period's hit rate is compared with the previous
-///   period's; if it did not drop, the window keeps moving the same way, else it reverses.
-///   Unlike Caffeine (whose stride decays by 2% a period) the stride adapts like Rprop: x1.5
-///   after a good move, x0.5 after a bad one, within [0.5%, 25%] of the capacity, so a strong,
-///   steady gradient is followed fast and noise makes the stride small. A hit-rate jump of 5
-///   points (the workload changed) restarts it at 6.25%. So a recency-biased workload grows the
-///   window towards LRU, and a frequency-biased one shrinks it towards a TinyLFU-admitted SLRU.
+/// - The window's share adapts (guard_against_shadows()): two sampled ShadowCaches, a pure LRU
+///   and W-TinyLFU with the initial 1% window, replay the same requests. When one of them beats
+///   the policy on those requests, significantly and twice in a row, the window moves towards
+///   it: towards LRU by half of the main space, or back towards 1% by half of its growth. The
+///   comparison is paired (same requests), so the workload's own variations cancel; and it is
+///   empirical, so a cliff (a loop longer than the cache, where a larger window never pays until
+///   it holds the whole loop) does not tempt it. The window may take all but one unit of the
+///   cache: a workload whose hottest keys keep dying needs a pure LRU.
+/// - Caffeine 2.7+'s hill climber (Rprop stride: x1.5 after a good move, x0.5 after a bad one)
+///   is kept behind TinyLfuTuning::step_percent, off by default: comparing consecutive periods
+///   was too noisy to be worth it (docs/notes/policy.md).
 ///
 /// Invariants (checked by check_invariants(), which the tests call after random operations):
 /// - every contained node is in exactly the list its `region` names; region == kNone otherwise;
