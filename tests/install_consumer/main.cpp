@@ -9,6 +9,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
 
 namespace {
 
@@ -42,11 +45,72 @@ void exercise_generator() {
   check(sum == 4 + 3 + 2 + 1, "Generator yields 4, 3, 2, 1");
 }
 
+// Header-only templates over abseil: this proves the exported include paths and the
+// abseil link dependencies (hash, synchronization, status) reach a consumer.
+void exercise_cache() {
+  using namespace std::chrono_literals;
+  auto clock = std::make_shared<streamcache::ManualClock>();
+  int removed_expired = 0;
+  auto cache = streamcache::Cache<std::string, int>::builder()
+                   .max_capacity(100)
+                   .time_to_live(10s)
+                   .clock(clock)
+                   .eviction_listener([&](const std::string&, const int&, streamcache::RemovalCause cause) {
+                     if (cause == streamcache::RemovalCause::kExpired) ++removed_expired;
+                   })
+                   .build();
+  cache.insert("a", 1);
+  check(cache.get("a") == 1, "Cache::get returns the inserted value");
+  check(cache.get_with("b", [] { return 2; }) == 2, "Cache::get_with runs the loader on a miss");
+  check(cache.get_with("b", [] { return 3; }) == 2, "Cache::get_with returns the cached value on a hit");
+  const absl::StatusOr<int> failed =
+      cache.try_get_with("c", [] { return absl::StatusOr<int>(absl::NotFoundError("no c")); });
+  check(!failed.ok() && !cache.contains_key("c"), "Cache::try_get_with returns the error, caches nothing");
+  clock->advance(10s);  // 10 s: the TTL has passed for both entries.
+  check(!cache.get("a").has_value() && !cache.contains_key("b"), "entries expire after the TTL");
+  cache.run_pending_tasks();
+  check(removed_expired == 2 && cache.entry_count() == 0, "the listener saw both expirations");
+  check(cache.stats().evictions_expired == 2, "CacheStats counts the expirations");
+
+  bool threw = false;
+  try {
+    streamcache::Cache<int, int>::builder().shards(3).build();
+  } catch (const std::invalid_argument&) {
+    threw = true;
+  }
+  check(threw, "an invalid option throws std::invalid_argument");
+}
+
+// A 4-slot ring and one thread: publish 6, so the subscriber lags by exactly 2.
+void exercise_broadcast() {
+  streamcache::BroadcastOptions options;
+  options.capacity = 4;
+  streamcache::Broadcast<int> ring(options);
+  auto sub = ring.subscribe();
+  for (int i = 1; i <= 6; ++i) ring.publish(i * 10);
+  check(ring.published_cursor() == 6, "Broadcast::published_cursor counts the publishes");
+
+  const streamcache::Received<int> lagged = sub.try_recv();
+  check(lagged.status == streamcache::RecvStatus::kLagged && lagged.missed == 2 && lagged.seq == 3,
+        "a subscriber 2 behind a full ring gets kLagged with missed == 2, resuming at seq 3");
+  const streamcache::Received<int> third = sub.try_recv();
+  check(third.status == streamcache::RecvStatus::kOk && third.seq == 3 && third.value == 30,
+        "after kLagged it continues at the oldest message held");
+  std::vector<int> rest;
+  check(sub.recv_batch(rest, 10) == 3 && rest == std::vector<int>{40, 50, 60}, "recv_batch drains the rest");
+  check(sub.try_recv().status == streamcache::RecvStatus::kEmpty, "an empty ring gives kEmpty");
+  ring.close();
+  check(sub.recv().status == streamcache::RecvStatus::kClosed, "a drained, closed ring gives kClosed");
+  check(sub.missed_total() == 2, "Subscriber::missed_total counts the lag");
+}
+
 }  // namespace
 
 int main() {
   exercise_clock();
   exercise_generator();
+  exercise_cache();
+  exercise_broadcast();
   std::puts("streamcache consumer: ok");
   return EXIT_SUCCESS;
 }
