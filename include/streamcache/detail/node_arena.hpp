@@ -56,35 +56,39 @@ class NodeArena {
   NodeArena& operator=(const NodeArena&) = delete;
 
   ~NodeArena() {
+    for (uint32_t local = 0; local < constructed_; ++local) {
+      char* rec = record(local);
+      reinterpret_cast<Node*>(rec)->~Node();
+      auto* slots = reinterpret_cast<std::atomic<int64_t>*>(rec + sizeof(Node));
+      for (uint32_t s = 0; s < extra_slots_; ++s) slots[s].~atomic();
+    }
     for (int c = 0; c < kMaxChunks; ++c) {
       char* chunk = chunks_[c].load(std::memory_order_relaxed);  // relaxed: no concurrent users at destruction
-      if (chunk == nullptr) continue;
-      const size_t n = chunk_size(c);
-      for (size_t i = 0; i < n; ++i) {
-        char* rec = chunk + i * stride_;
-        reinterpret_cast<Node*>(rec)->~Node();
-        auto* slots = reinterpret_cast<std::atomic<int64_t>*>(rec + sizeof(Node));
-        for (uint32_t s = 0; s < extra_slots_; ++s) slots[s].~atomic();
-      }
-      ::operator delete(chunk, std::align_val_t(alignof(Node)));
+      if (chunk != nullptr) ::operator delete(chunk, std::align_val_t(alignof(Node)));
     }
   }
 
-  /// Makes sure the record for `local` exists. Called under the shard's lock.
+  /// Makes the record for `local` exist. Called under the shard's lock, for each local
+  /// index in turn (0, 1, 2, ...). Records are constructed one by one as they are handed
+  /// out, so the untouched tail of a fresh chunk costs address space, not memory.
   void ensure(uint32_t local) {
     const int c = chunk_of(local);
-    if (chunks_[c].load(std::memory_order_relaxed) != nullptr) return;  // relaxed: only the lock holder stores
-    const size_t n = chunk_size(c);
-    char* chunk = static_cast<char*>(::operator new(n * stride_, std::align_val_t(alignof(Node))));
-    for (size_t i = 0; i < n; ++i) {
-      char* rec = chunk + i * stride_;
+    if (chunks_[c].load(std::memory_order_relaxed) == nullptr) {  // relaxed: only the lock holder stores
+      const size_t n = chunk_size(c);
+      char* chunk = static_cast<char*>(::operator new(n * stride_, std::align_val_t(alignof(Node))));
+      // release: pairs with the acquire in record(): a reader that sees the chunk sees the
+      // records constructed before it was published (and later ones through the shard lock
+      // or the event log that hands their ids over).
+      chunks_[c].store(chunk, std::memory_order_release);
+      bytes_ += n * stride_;
+    }
+    while (constructed_ <= local) {
+      char* rec = record(constructed_);
       new (rec) Node();
       auto* slots = reinterpret_cast<std::atomic<int64_t>*>(rec + sizeof(Node));
       for (uint32_t s = 0; s < extra_slots_; ++s) new (&slots[s]) std::atomic<int64_t>(0);
+      ++constructed_;
     }
-    // release: pairs with the acquire in record(): a reader that sees the chunk sees its nodes constructed.
-    chunks_[c].store(chunk, std::memory_order_release);
-    bytes_ += n * stride_;
   }
 
   Node& node(uint32_t local) const { return *reinterpret_cast<Node*>(record(local)); }
@@ -113,6 +117,7 @@ class NodeArena {
   const uint32_t extra_slots_;
   const size_t stride_;
   size_t bytes_ = 0;
+  uint32_t constructed_ = 0;  // records [0, constructed_) exist; guarded by the shard lock
   std::array<std::atomic<char*>, kMaxChunks> chunks_{};
 };
 
