@@ -9,6 +9,7 @@
 #include <absl/container/flat_hash_map.h>
 #include <absl/strings/str_cat.h>
 #include <absl/strings/str_format.h>
+#include <absl/strings/str_join.h>
 #include <absl/strings/str_replace.h>
 #include <streamcache/streamcache.hpp>
 #include <unistd.h>
@@ -26,6 +27,7 @@
 #include <stop_token>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 namespace {
@@ -88,40 +90,40 @@ class MetricFeed {
 struct SubscriberStats {
   const char* name;
   uint64_t first_seq = 0;  // set before its thread starts
-  std::atomic<uint64_t> delivered{0}, last_seq{0}, missed{0}, last_missed{0}, lag_events{0};
+  std::atomic<uint64_t> delivered{0}, last_seq{0};
+  // Lag events (high 16 bits) and messages missed (low 48) in one word, so that a reader
+  // gets a consistent pair from one load and can log exact differences.
+  std::atomic<uint64_t> lags{0};
+  static constexpr int kEventShift = 48;
 
   // relaxed (set and get): display counters that publish no other data; the summary reads
   // them after join(), which orders everything. One writer, so no read-modify-write.
   static void set(std::atomic<uint64_t>& a, uint64_t v) { a.store(v, std::memory_order_relaxed); }
   static uint64_t get(const std::atomic<uint64_t>& a) { return a.load(std::memory_order_relaxed); }
+  static uint64_t events(uint64_t lags_word) { return lags_word >> kEventShift; }
+  static uint64_t missed(uint64_t lags_word) { return lags_word & ((uint64_t{1} << kEventShift) - 1); }
 
   void received(uint64_t n, uint64_t up_to_seq) {
     set(delivered, get(delivered) + n);
     set(last_seq, up_to_seq);
   }
   void lagged(uint64_t n_missed, uint64_t resumes_at) {
-    set(missed, get(missed) + n_missed);
-    set(last_missed, n_missed);
+    set(lags, get(lags) + (uint64_t{1} << kEventShift) + n_missed);
     set(last_seq, resumes_at - 1);
-    // release: pairs with the acquire in line(), which then sees this lag's last_missed.
-    lag_events.store(get(lag_events) + 1, std::memory_order_release);
   }
   // Saturating: `published` and last_seq are not read atomically together.
   uint64_t lag(uint64_t published) const { return std::max(published, get(last_seq)) - get(last_seq); }
   std::string line(uint64_t published) const {
-    const uint64_t lags = lag_events.load(std::memory_order_acquire);  // acquire: see lagged()
-    std::string out = absl::StrFormat("%-9s delivered %7d  lag %5d  missed %6d in %d lag events", name,
-                                      get(delivered), lag(published), get(missed), lags);
-    if (lags > 0) absl::StrAppendFormat(&out, " (last: kLagged, exactly %d missed)", get(last_missed));
-    return out;
+    const uint64_t l = get(lags);
+    return absl::StrFormat("%-9s delivered %7d  lag %5d  missed %6d in %d lag events", name, get(delivered),
+                           lag(published), missed(l), events(l));
   }
-  // The newest lag as a log line, once; empty when there is nothing new.
-  std::string new_lag() {
-    const uint64_t lags = lag_events.load(std::memory_order_acquire);  // acquire: see lagged()
-    if (lags == lags_logged) return "";
-    lags_logged = lags;
-    return absl::StrFormat("  %s: kLagged, missed exactly %d messages (%d in %d lag events so far)\n", name,
-                           get(last_missed), get(missed), lags);
+  // What lagged since the previous call, exactly; empty when nothing did.
+  std::string new_lags() {
+    const uint64_t l = get(lags), before = std::exchange(lags_logged, l);
+    if (l == before) return "";
+    return absl::StrFormat("%s: kLagged %d time(s), missed exactly %d messages", name,
+                           events(l) - events(before), missed(l) - missed(before));
   }
   uint64_t lags_logged = 0;  // the renderer's own
 };
@@ -153,6 +155,8 @@ void run_agent(std::stop_token stop, MetricFeed& feed, size_t host, SteadyClock:
 
 // Reads one message at a time, keeps up at ~12k/s, but stalls for kStall every kStallEvery
 // (as if blocked on a disk): the ring overwrites what it has not read, and says how much.
+// After kLagged it resumes at the oldest message held, the next one producers overwrite,
+// so a second, small lag often follows before it pulls ahead.
 void run_slow_subscriber(std::stop_token stop, streamcache::Subscriber<MetricUpdate> sub, SubscriberStats& stats) {
   auto next_stall = SteadyClock::now() + kFirstStall;
   for (uint64_t n = 1;; ++n) {
@@ -173,8 +177,9 @@ class Dashboard {
  public:
   Dashboard(MetricFeed& feed, bool tty) : feed_(feed), tty_(tty), sub_(feed.subscribe()) {
     stats_.first_seq = sub_.next_seq();
-    // Subscribed before reading the cache, so no update falls between the two; one that
-    // races with the join may be applied again live, which is harmless (same value).
+    // Subscribed before reading the cache, so no update falls between the two. Updates
+    // published in between are in both; replayed in order, each key still ends at its
+    // newest value (a StreamingMap stream's cutoff makes that replay unnecessary).
     feed_.for_each_latest([this](const std::string& key, double value) { values_[key] = value; });
     absl::PrintF("\ndashboard joins at seq %d; its starting state, from the cache (%d keys):\n%s\n",
                  stats_.first_seq, values_.size(), table());
@@ -186,7 +191,8 @@ class Dashboard {
     if (sub_.recv_batch(batch_, 1024) == 0) return false;
     for (const MetricUpdate& u : batch_) values_[u.key] = u.value;
     // recv_batch reports lag through missed_total(); the batch starts where it resumed.
-    if (const uint64_t missed = sub_.missed_total() - SubscriberStats::get(stats_.missed); missed > 0) {
+    if (const uint64_t missed = sub_.missed_total() - SubscriberStats::missed(SubscriberStats::get(stats_.lags));
+        missed > 0) {
       stats_.lagged(missed, sub_.next_seq() - batch_.size());
     }
     stats_.received(batch_.size(), sub_.next_seq() - 1);
@@ -203,14 +209,20 @@ class Dashboard {
     }
     const std::string status = absl::StrFormat("t=%4.1fs  %5.0f events/s  published %d  %s", elapsed, rate_,
                                                published, feed_.cache_summary());
+    std::vector<std::string> lags;  // what lagged since the previous call
+    for (SubscriberStats* s : {&stats_, &slow}) {
+      if (std::string l = s->new_lags(); !l.empty()) lags.push_back(std::move(l));
+    }
     if (!tty_) {
-      absl::PrintF("%s  lag: %s %d, %s %d\n%s%s", status, stats_.name, stats_.lag(published), slow.name,
-                   slow.lag(published), stats_.new_lag(), slow.new_lag());
+      absl::PrintF("%s  lag: %s %d, %s %d\n", status, stats_.name, stats_.lag(published), slow.name,
+                   slow.lag(published));
+      for (const std::string& l : lags) absl::PrintF("  %s\n", l);
       std::fflush(stdout);
       return;
     }
+    if (!lags.empty()) latest_lag_ = absl::StrFormat("latest lag, at t=%.1fs: %s", elapsed, absl::StrJoin(lags, "; "));
     const std::string frame = absl::StrCat(table(), status, "\n", stats_.line(published), "\n",
-                                           slow.line(published), "\n");
+                                           slow.line(published), "\n", latest_lag_, "\n");
     // Back to the previous frame's first line, then overwrite each line and clear what is
     // left of it (\x1b[K): the table updates in place, without clearing the screen.
     if (frame_lines_ > 0) absl::PrintF("\x1b[%dF", frame_lines_);
@@ -247,6 +259,7 @@ class Dashboard {
   uint64_t last_published_ = 0;
   double last_elapsed_ = 0, rate_ = 0;
   int frame_lines_ = 0;
+  std::string latest_lag_ = "latest lag: none yet";
 };
 
 [[noreturn]] void usage_error(const std::string& message) {
@@ -262,9 +275,15 @@ int parse_seconds(int argc, char** argv) {
       absl::PrintF("%s", kUsage);
       std::exit(0);
     }
-    if (arg != "--seconds") usage_error(absl::StrCat("unknown option '", arg, "'"));
-    if (i + 1 == argc) usage_error("--seconds needs a value");
-    const std::string value = argv[++i];
+    std::string value;
+    if (arg.starts_with("--seconds=")) {
+      value = arg.substr(10);
+    } else if (arg == "--seconds") {
+      if (i + 1 == argc) usage_error("--seconds needs a value");
+      value = argv[++i];
+    } else {
+      usage_error(absl::StrCat("unknown option '", arg, "'"));
+    }
     const auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), seconds);
     if (ec != std::errc() || end != value.data() + value.size() || seconds < 1 || seconds > 3600) {
       usage_error(absl::StrCat("--seconds expects a whole number from 1 to 3600, got '", value, "'"));
@@ -320,7 +339,8 @@ int main(int argc, char** argv) {
                static_cast<double>(published) / elapsed(), feed.cache_summary(), tty ? "" : dashboard.table());
   bool accounted = true;
   for (const SubscriberStats* s : {&dashboard.stats(), static_cast<const SubscriberStats*>(&slow)}) {
-    const bool ok = SubscriberStats::get(s->delivered) + SubscriberStats::get(s->missed) == published - s->first_seq + 1;
+    const bool ok = SubscriberStats::get(s->delivered) + SubscriberStats::missed(SubscriberStats::get(s->lags)) ==
+                    published - s->first_seq + 1;
     absl::PrintF("%s; joined at seq %d: %s\n", s->line(published), s->first_seq,
                  ok ? "every message since accounted for" : "MISCOUNTED");
     accounted = accounted && ok;
