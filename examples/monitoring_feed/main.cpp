@@ -111,6 +111,9 @@ struct SubscriberStats {
     set(lags, get(lags) + (uint64_t{1} << kEventShift) + n_missed);
     set(last_seq, resumes_at - 1);
   }
+  uint64_t missed_so_far() const { return missed(get(lags)); }
+  // The exact-lag promise: every message published since joining was delivered or missed.
+  bool accounts_for(uint64_t published) const { return get(delivered) + missed_so_far() == published - first_seq + 1; }
   // Saturating: `published` and last_seq are not read atomically together.
   uint64_t lag(uint64_t published) const { return std::max(published, get(last_seq)) - get(last_seq); }
   std::string line(uint64_t published) const {
@@ -191,8 +194,7 @@ class Dashboard {
     if (sub_.recv_batch(batch_, 1024) == 0) return false;
     for (const MetricUpdate& u : batch_) values_[u.key] = u.value;
     // recv_batch reports lag through missed_total(); the batch starts where it resumed.
-    if (const uint64_t missed = sub_.missed_total() - SubscriberStats::missed(SubscriberStats::get(stats_.lags));
-        missed > 0) {
+    if (const uint64_t missed = sub_.missed_total() - stats_.missed_so_far(); missed > 0) {
       stats_.lagged(missed, sub_.next_seq() - batch_.size());
     }
     stats_.received(batch_.size(), sub_.next_seq() - 1);
@@ -332,15 +334,12 @@ int main(int argc, char** argv) {
   slow_thread.join();
   dashboard.render(elapsed(), slow);
 
-  // Every message published since a subscriber joined was either delivered or counted as
-  // missed: the exact-lag promise, checked.
   const uint64_t published = feed.published();
   absl::PrintF("\nsummary after %.1f s: %d events published (%.0f/s), %s\n%s", elapsed(), published,
                static_cast<double>(published) / elapsed(), feed.cache_summary(), tty ? "" : dashboard.table());
   bool accounted = true;
   for (const SubscriberStats* s : {&dashboard.stats(), static_cast<const SubscriberStats*>(&slow)}) {
-    const bool ok = SubscriberStats::get(s->delivered) + SubscriberStats::missed(SubscriberStats::get(s->lags)) ==
-                    published - s->first_seq + 1;
+    const bool ok = s->accounts_for(published);
     absl::PrintF("%s; joined at seq %d: %s\n", s->line(published), s->first_seq,
                  ok ? "every message since accounted for" : "MISCOUNTED");
     accounted = accounted && ok;
