@@ -13,7 +13,8 @@
 //   byte 2  time_to_live = (b % 17) units; byte 3 time_to_idle likewise
 //   byte 4  key space = 1 + b % 16 keys
 //   byte 5  bits 0-2 the time unit (ns ... minutes), bits 3-7 the shard count
-//   then steps: an opcode byte and its argument bytes (see Fuzz::step()).
+//   then steps: an opcode byte and its argument bytes (see Fuzz::step()); one opcode is a
+//   burst of up to 512 get/insert steps over up to 16x the key space.
 //
 // Replay one input with a trace of every step: CACHE_FUZZER_TRACE=1 ./cache_fuzzer FILE
 #include <streamcache/cache.hpp>
@@ -125,7 +126,7 @@ class Fuzz {
   // The clock is kept below 2^62 ns (~146 years) so that no deadline arithmetic of the
   // model or the cache can overflow except on purpose (the saturating hooks).
   static constexpr int64_t kClockLimit = int64_t{1} << 62;
-  static constexpr int kMaxSteps = 1000;
+  static constexpr int kMaxSteps = 10000;  // bursts included
 
   explicit Fuzz(Reader& in) : in_(in) {
     const uint8_t cap = in_.byte();
@@ -210,13 +211,11 @@ class Fuzz {
   // ---- Steps ----------------------------------------------------------------------------
 
   void step() {
-    ++steps_;
-    removals_.clear();
-    hooks_.clear();
+    begin_step();
     const uint8_t op = in_.byte();
     switch (op % 20) {
-      case 0: case 1: case 2: case 3: case 4: do_insert(); break;
-      case 5: case 6: case 7: case 8: do_get(); break;
+      case 0: case 1: case 2: case 3: case 4: do_insert(next_key()); break;
+      case 5: case 6: case 7: case 8: do_get(next_key()); break;
       case 9: do_get_with(); break;
       case 10: do_try_get_with(); break;
       case 11: do_optionally_get_with(); break;
@@ -225,15 +224,21 @@ class Fuzz {
       case 14: do_invalidate_if(); break;
       case 15: do_invalidate_all_or_for_each(); break;
       case 16: case 17: do_advance(); break;
-      default: do_run_pending_tasks(); break;
+      case 18: do_run_pending_tasks(); break;
+      default: do_burst(); return;  // settles each of its steps
     }
     settle();
   }
 
+  void begin_step() {
+    ++steps_;
+    removals_.clear();
+    hooks_.clear();
+  }
+
   int next_key() { return in_.byte() % keys_; }
 
-  void do_insert() {
-    const int k = next_key();
+  void do_insert(int k) {
     const uint32_t vid = next_vid_++;
     describe("insert(k" + std::to_string(k) + ", v" + std::to_string(vid) + ")");
     cache_->insert(key_name(k), value_name(vid));
@@ -241,8 +246,7 @@ class Fuzz {
     ++writes_;
   }
 
-  void do_get() {
-    const int k = next_key();
+  void do_get(int k) {
     describe("get(k" + std::to_string(k) + ")");
     const std::optional<Value> got = cache_->get(key_name(k));
     const std::optional<uint32_t> want = model_->get(k);
@@ -385,6 +389,29 @@ class Fuzz {
     model_->set_now(now + d);
   }
 
+  /// A burst of get-then-insert-on-miss steps over more keys than the other steps use
+  /// (up to 16x the key space), long enough for the eviction policy's sampling periods
+  /// to end, so that its window adaptation runs: a recency-biased sliding window (which
+  /// favours LRU) or a loop larger than the cache (which favours frequency).
+  void do_burst() {
+    const uint8_t arg = in_.byte();
+    const int count = 32 * (1 + arg % 8);
+    const int span = keys_ * (1 + (arg >> 3) % 16);
+    const bool sliding = (arg & 0x80) == 0;
+    for (int i = 0; i < count && steps_ < kMaxSteps; ++i) {
+      const int k = sliding ? static_cast<int>((i / 3 + mix(static_cast<uint64_t>(i), 0, 0) % 3) % static_cast<uint64_t>(span))
+                            : i % span;
+      begin_step();
+      do_get(k);
+      settle();
+      if (!model_->contains_key(k)) {
+        begin_step();
+        do_insert(k);
+        settle();
+      }
+    }
+  }
+
   void do_run_pending_tasks() {
     describe("run_pending_tasks()");
     cache_->run_pending_tasks();
@@ -413,7 +440,12 @@ class Fuzz {
     FUZZ_CHECK(cache_->entry_count() == entries.size(), [&] {
       return "entry_count() " + std::to_string(cache_->entry_count()) + ", expected " + std::to_string(entries.size());
     });
-    for (int k = 0; k < keys_; ++k) {
+    std::vector<int> keys;  // the step key space and every key a burst left behind
+    for (int k = 0; k < keys_; ++k) keys.push_back(k);
+    for (const auto& [k, e] : entries) {
+      if (k >= keys_) keys.push_back(k);
+    }
+    for (int k : keys) {
       FUZZ_CHECK(cache_->contains_key(key_name(k)) == model_->contains_key(k),
                  [&] {
                    return "contains_key(k" + std::to_string(k) + ") returned " +

@@ -10,7 +10,7 @@ import random
 
 # Opcodes (the opcode byte % 20 in Fuzz::step()).
 INSERT, GET, GET_WITH, TRY_GET_WITH, OPT_GET_WITH = 0, 5, 9, 10, 11
-REMOVE, INVALIDATE, INVALIDATE_IF, ALL_OR_FOR_EACH, ADVANCE, RUN = 12, 13, 14, 15, 16, 18
+REMOVE, INVALIDATE, INVALIDATE_IF, ALL_OR_FOR_EACH, ADVANCE, RUN, BURST = 12, 13, 14, 15, 16, 18, 19
 
 # Flag bits of config byte 1.
 WEIGHER, TTL, TTI, EXPIRY, THROWING_LISTENER = 1, 2, 4, 8, 16
@@ -79,6 +79,13 @@ def seeds():
         hot += bytes([GET, i % 6])
     hot += bytes([INSERT, 7, INSERT, 8, RUN])
     yield "read-buffer-full", config(4, keys=10) + bytes(hot)
+    # Bursts long enough for the policy's window adaptation: sliding window (bit 7 clear),
+    # then a loop over more keys than the cache holds (bit 7 set).
+    yield "bursts", config(14, keys=16) + bytes([BURST, 0x7F, BURST, 0x7F, RUN, BURST, 0xFF, BURST, 0xFF, RUN])
+    yield "bursts-weighted-ttl", config(12, WEIGHER | TTL, ttl=16, keys=8, unit=SEC) + bytes(
+        [BURST, 0x3F, ADVANCE, 5, BURST, 0xBF, RUN, ADVANCE, 8, BURST, 0x47, RUN])
+    # Enough sampled requests (2 guard periods of 1024) for the policy to grow its window.
+    yield "bursts-window-grows", config(14, keys=16) + bytes([BURST, 0x7F] * 20 + [BURST, 0xFF] * 10 + [BURST, 0x7F] * 10)
     yield "invalid-shards", config(4, keys=4, shards=31) + bytes([INSERT, 1])
 
 
