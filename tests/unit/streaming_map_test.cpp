@@ -411,6 +411,26 @@ TEST(StreamingMap, AbandonedStreamReleasesItsHistoryCursors) {
   EXPECT_EQ(n, 1000u);
 }
 
+TEST(StreamingMap, AThrowingConsumerDoesNotDisturbOtherSubscribers) {
+  StreamingMap<int, int> map;
+  map.insert(1, 1);
+  auto steady = map.stream_n(3);
+  auto it = steady.begin();  // the snapshot of key 1
+  EXPECT_THROW(
+      {
+        for (const auto& e : map.stream()) {
+          if (e.key == 1) throw std::runtime_error("consumer failed");
+        }
+      },
+      std::runtime_error);  // its generator (and subscription) is destroyed by the unwind
+  map.insert(2, 2);
+  map.insert(3, 3);
+  ++it;
+  EXPECT_EQ(it->key, 2);
+  ++it;
+  EXPECT_EQ(it->key, 3);
+}
+
 TEST(StreamingMap, InvalidOptionsThrowNamingTheOption) {
   auto message = [](StreamingMapOptions o) -> std::string {
     try {
