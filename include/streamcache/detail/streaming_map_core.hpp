@@ -339,7 +339,7 @@ class StreamingMapCore : public std::enable_shared_from_this<StreamingMapCore<K,
     config.time_to_live = options_.time_to_live;
     config.time_to_idle = options_.time_to_idle;
     config.clock = options_.clock;
-    removal_log_capacity_ = std::max<size_t>(options_.ring_capacity, 1);
+    removal_log_.resize(options_.ring_capacity);
     cache_ = std::make_unique<Cache>(std::move(config), Ext{this});
   }
 
@@ -359,10 +359,13 @@ class StreamingMapCore : public std::enable_shared_from_this<StreamingMapCore<K,
   /// publish (a claimed, unpublished sequence would stall every reader).
   uint64_t publish_locked(EventKind kind, const K& key, const Value& value) {
     EventT event{0, kind, key, value};
+    std::optional<K> logged_key;
+    if (kind == EventKind::kRemove) logged_key.emplace(key);
+    // From here on nothing may throw (moves of K and of the event are assumed noexcept).
     const uint64_t r = ring_.claim();
     event.seq = options_.initial_seq + r;
     const uint64_t seq = event.seq;
-    if (kind == EventKind::kRemove) log_removal(seq, key);
+    if (logged_key) log_removal(seq, std::move(*logged_key));
     ring_.publish_claimed(r, std::move(event));
     return seq;
   }
@@ -377,13 +380,15 @@ class StreamingMapCore : public std::enable_shared_from_this<StreamingMapCore<K,
 
   // ---- The removal log: what recovery cannot read from the cache -----------------------
 
-  void log_removal(uint64_t seq, const K& key) {
+  /// A fixed ring of the last removal_log_capacity_ published removals: preallocated, so
+  /// logging between claim and publish cannot fail.
+  void log_removal(uint64_t seq, K&& key) {
     WriterLock<Mutex> lock(removal_mu_);
-    removal_log_.push_back({seq, key});
-    if (removal_log_.size() > removal_log_capacity_) {
-      log_floor_ = std::max(log_floor_, removal_log_.front().first);
-      removal_log_.pop_front();
-    }
+    auto& slot = removal_log_[removal_log_next_ % removal_log_.size()];
+    if (removal_log_next_ >= removal_log_.size()) log_floor_ = std::max(log_floor_, slot.first);
+    slot.first = seq;
+    slot.second = std::move(key);
+    ++removal_log_next_;
   }
 
   /// Appends the kRemove events with seq in (after, upto], in order. False when the log
@@ -393,7 +398,9 @@ class StreamingMapCore : public std::enable_shared_from_this<StreamingMapCore<K,
     {
       WriterLock<Mutex> lock(removal_mu_);
       if (log_floor_ > after) return false;
-      for (const auto& [seq, key] : removal_log_) {
+      const size_t used = std::min<size_t>(removal_log_next_, removal_log_.size());
+      for (size_t i = 0; i < used; ++i) {
+        const auto& [seq, key] = removal_log_[i];
         if (seq > after && seq <= upto) found.push_back(EventT{seq, EventKind::kRemove, key, nullptr});
       }
     }
@@ -426,9 +433,9 @@ class StreamingMapCore : public std::enable_shared_from_this<StreamingMapCore<K,
   std::unique_ptr<Cache> cache_;
 
   Mutex removal_mu_;
-  std::deque<std::pair<uint64_t, K>> removal_log_ ABSL_GUARDED_BY(removal_mu_);
-  uint64_t log_floor_ ABSL_GUARDED_BY(removal_mu_) = 0;  // highest seq dropped from the log
-  size_t removal_log_capacity_ = 0;
+  std::vector<std::pair<uint64_t, K>> removal_log_ ABSL_GUARDED_BY(removal_mu_);  // a ring
+  uint64_t removal_log_next_ ABSL_GUARDED_BY(removal_mu_) = 0;  // removals logged so far
+  uint64_t log_floor_ ABSL_GUARDED_BY(removal_mu_) = 0;          // highest seq overwritten
 };
 
 }  // namespace streamcache::detail
