@@ -1,39 +1,46 @@
-// monitoring_feed: a live metrics dashboard over streamcache (scripts/demo runs it).
+// monitoring_feed: a live metrics dashboard over a StreamingMap (scripts/demo runs it).
 //
 // One agent thread per host publishes metric updates ("web-1/cpu%" -> 42.0) into a
-// MetricFeed: a Cache with a TTL keeps the latest value of each key, a Broadcast ring
-// carries every update live. A dashboard joins late, starts from the cache's contents and
-// applies the live updates; a second subscriber stalls now and then, lags (the ring
-// overwrites what it has not read and says exactly how much) and catches up. One host
-// stops reporting at 40% of the run, and its metrics expire from the cache.
+// StreamingMap<std::string, double> with a TTL. A dashboard joins late: its stream first
+// delivers the history (each key's newest value at the stream's cutoff, then kSnapshotEnd),
+// then every later update, and the table is redrawn in place. A second subscriber stalls
+// now and then: the ring (1024 events, under 0.2 s of traffic) overwrites what it has not
+// read, and its stream recovers from the map (kResync + kRemove, or kReset + the state).
+// One host stops reporting at 30% of the run; its metrics expire and, with
+// publish_expirations, reach both subscribers as kRemove. At the end each subscriber's
+// table must equal the map, value pointer for value pointer, or the demo exits 1.
 #include <absl/container/flat_hash_map.h>
 #include <absl/strings/str_cat.h>
 #include <absl/strings/str_format.h>
-#include <absl/strings/str_join.h>
 #include <absl/strings/str_replace.h>
+#include <absl/synchronization/mutex.h>
 #include <streamcache/streamcache.hpp>
 #include <unistd.h>
 
 #include <algorithm>
 #include <array>
-#include <atomic>
 #include <charconv>
 #include <chrono>
 #include <cmath>
 #include <condition_variable>
 #include <cstdlib>
+#include <latch>
+#include <memory>
 #include <mutex>
 #include <random>
+#include <span>
 #include <stop_token>
 #include <string>
 #include <thread>
-#include <utility>
 #include <vector>
 
 namespace {
 
 using SteadyClock = std::chrono::steady_clock;
 using namespace std::chrono_literals;
+using MetricMap = streamcache::StreamingMap<std::string, double>;
+using MetricEvent = streamcache::Event<std::string, double>;
+using streamcache::EventKind;
 
 struct MetricSpec {
   const char* name;    // the key's suffix and the column title
@@ -41,95 +48,19 @@ struct MetricSpec {
 };
 constexpr std::array<const char*, 4> kHosts = {"web-1", "web-2", "db-1", "cache-1"};
 constexpr std::array<MetricSpec, 3> kMetrics = {{{"cpu%", 40, 25}, {"mem%", 60, 10}, {"req/s", 1200, 400}}};
-constexpr size_t kQuietHost = 2;        // db-1's agent hangs at 40% of the run...
-constexpr auto kTtl = 2s;               // ...and its metrics expire this long after
+constexpr size_t kQuietHost = 2;        // db-1's agent hangs at 30% of the run...
+constexpr auto kTtl = 1s;               // ...and its metrics expire this long after
 constexpr int kUpdatesPerTick = 15;     // per agent and kTick: 1500/s each, 6000/s in all
 constexpr auto kTick = 10ms;
-constexpr size_t kRingCapacity = 4096;  // under 1 s of traffic, so a 1.5 s stall lags
+constexpr size_t kRingCapacity = 1024;  // under 0.2 s of traffic, so a 1.5 s stall lags
 constexpr std::chrono::milliseconds kFirstStall = 300ms, kStall = 1500ms, kStallEvery = 3s;
+// Written once after the agents stop. Its event reaches every subscriber whatever the path
+// (live, kResync, or the relist after kReset), so having seen it means having everything;
+// a removal as the last mutation would not do: a relist after kReset omits removed keys.
+constexpr const char* kEndKey = "feed/end";
 constexpr const char* kUsage =
     "usage: monitoring_feed [--seconds N] [--help]\n"
     "  --seconds N  run for N seconds (1 to 3600, default 10), then print a summary\n";
-
-struct MetricUpdate {
-  std::string key;  // "host/metric"
-  double value;
-};
-
-// Where updates go: the Cache holds the latest value per key and forgets keys that stop
-// reporting; the Broadcast carries every update to live subscribers. That pair is what
-// StreamingMap composes: when it lands, this class becomes a StreamingMap<std::string,
-// double>, and subscribe() + for_each_latest() become one stream() (history, then live),
-// whose cutoff also removes the join overlap noted in Dashboard's constructor.
-class MetricFeed {
- public:
-  // Each key has one writer (its host's agent), so cache and ring agree on its order.
-  void publish(std::string key, double value) {
-    latest_.insert(key, value);
-    live_.publish({std::move(key), value});
-  }
-  streamcache::Subscriber<MetricUpdate> subscribe() { return live_.subscribe(); }
-  template <class F>
-  void for_each_latest(F&& f) const { latest_.for_each(std::forward<F>(f)); }
-  bool has(const std::string& key) const { return latest_.contains_key(key); }
-  uint64_t published() const { return live_.published_cursor(); }
-  void close() { live_.close(); }
-  std::string cache_summary() {
-    latest_.run_pending_tasks();  // apply due expirations so the counts are current
-    return absl::StrFormat("cache: %d keys, %d expired", latest_.entry_count(), latest_.stats().evictions_expired);
-  }
-
- private:
-  streamcache::Cache<std::string, double> latest_ =
-      streamcache::Cache<std::string, double>::builder().time_to_live(kTtl).build();
-  streamcache::Broadcast<MetricUpdate> live_{streamcache::BroadcastOptions{
-      kRingCapacity, streamcache::Overflow::kOverwrite, streamcache::WaitStrategy::kBlocking}};
-};
-
-// One subscriber's progress: written by its own thread only, read by the renderer.
-struct SubscriberStats {
-  const char* name;
-  uint64_t first_seq = 0;  // set before its thread starts
-  std::atomic<uint64_t> delivered{0}, last_seq{0};
-  // Lag events (high 16 bits) and messages missed (low 48) in one word, so that a reader
-  // gets a consistent pair from one load and can log exact differences.
-  std::atomic<uint64_t> lags{0};
-  static constexpr int kEventShift = 48;
-
-  // relaxed (set and get): display counters that publish no other data; the summary reads
-  // them after join(), which orders everything. One writer, so no read-modify-write.
-  static void set(std::atomic<uint64_t>& a, uint64_t v) { a.store(v, std::memory_order_relaxed); }
-  static uint64_t get(const std::atomic<uint64_t>& a) { return a.load(std::memory_order_relaxed); }
-  static uint64_t events(uint64_t lags_word) { return lags_word >> kEventShift; }
-  static uint64_t missed(uint64_t lags_word) { return lags_word & ((uint64_t{1} << kEventShift) - 1); }
-
-  void received(uint64_t n, uint64_t up_to_seq) {
-    set(delivered, get(delivered) + n);
-    set(last_seq, up_to_seq);
-  }
-  void lagged(uint64_t n_missed, uint64_t resumes_at) {
-    set(lags, get(lags) + (uint64_t{1} << kEventShift) + n_missed);
-    set(last_seq, resumes_at - 1);
-  }
-  uint64_t missed_so_far() const { return missed(get(lags)); }
-  // The exact-lag promise: every message published since joining was delivered or missed.
-  bool accounts_for(uint64_t published) const { return get(delivered) + missed_so_far() == published - first_seq + 1; }
-  // Saturating: `published` and last_seq are not read atomically together.
-  uint64_t lag(uint64_t published) const { return std::max(published, get(last_seq)) - get(last_seq); }
-  std::string line(uint64_t published) const {
-    const uint64_t l = get(lags);
-    return absl::StrFormat("%-9s delivered %7d  lag %5d  missed %6d in %d lag events", name, get(delivered),
-                           lag(published), missed(l), events(l));
-  }
-  // What lagged since the previous call, exactly; empty when nothing did.
-  std::string new_lags() {
-    const uint64_t l = get(lags), before = std::exchange(lags_logged, l);
-    if (l == before) return "";
-    return absl::StrFormat("%s: kLagged %d time(s), missed exactly %d messages", name,
-                           events(l) - events(before), missed(l) - missed(before));
-  }
-  uint64_t lags_logged = 0;  // the renderer's own
-};
 
 // Sleeps until `t`, or less if `stop` is requested, so that the run ends on time.
 void pause_until(SteadyClock::time_point t, std::stop_token stop) {
@@ -142,7 +73,7 @@ void pause_until(SteadyClock::time_point t, std::stop_token stop) {
 std::string key_of(size_t host, const MetricSpec& m) { return absl::StrCat(kHosts[host], "/", m.name); }
 
 // A host's agent: a burst of updates every tick, each value on a slow wave plus noise.
-void run_agent(std::stop_token stop, MetricFeed& feed, size_t host, SteadyClock::time_point hangs_at) {
+void run_agent(std::stop_token stop, MetricMap& map, size_t host, SteadyClock::time_point hangs_at) {
   std::mt19937 rng(static_cast<unsigned>(host));
   std::normal_distribution<double> noise(0.0, 0.03);
   const auto start = SteadyClock::now();
@@ -150,81 +81,175 @@ void run_agent(std::stop_token stop, MetricFeed& feed, size_t host, SteadyClock:
     const double wave = std::sin(0.8 * std::chrono::duration<double>(tick - start).count() + static_cast<double>(host));
     for (int i = 0; i < kUpdatesPerTick; ++i) {
       const MetricSpec& m = kMetrics[static_cast<size_t>(i) % kMetrics.size()];
-      feed.publish(key_of(host, m), m.base + m.swing * (wave + noise(rng)));
+      map.insert(key_of(host, m), m.base + m.swing * (wave + noise(rng)));
     }
     pause_until(tick + kTick, stop);
   }
 }
 
-// Reads one message at a time, keeps up at ~12k/s, but stalls for kStall every kStallEvery
-// (as if blocked on a disk): the ring overwrites what it has not read, and says how much.
-// After kLagged it resumes at the oldest message held, the next one producers overwrite,
-// so a second, small lag often follows before it pulls ahead.
-void run_slow_subscriber(std::stop_token stop, streamcache::Subscriber<MetricUpdate> sub, SubscriberStats& stats) {
+struct Counts {
+  uint64_t delivered = 0, history = 0, resynced = 0, removed = 0, episodes = 0, resets = 0;
+  uint64_t position = 0;  // the highest sequence applied (a kReset's is not a mutation)
+};
+
+// One subscriber's table, rebuilt from its stream, and its counters. Its stream thread
+// writes them; the renderer and the final check read them, hence the mutex.
+class Subscriber {
+ public:
+  explicit Subscriber(const char* name) : name_(name) {}
+
+  void apply(std::span<const MetricEvent> events) ABSL_LOCKS_EXCLUDED(mu_) {
+    absl::MutexLock lock(&mu_);
+    for (const MetricEvent& e : events) {
+      if (e.kind == EventKind::kSnapshotEnd) {
+        cutoff_ = e.seq;
+        history_done_.count_down();
+        continue;
+      }
+      ++counts_.delivered;
+      if (e.kind == EventKind::kReset) {  // the removal log no longer reaches back: relist
+        table_.clear();
+        ++counts_.resets;
+      }
+      if (e.kind == EventKind::kResync || e.kind == EventKind::kReset) {
+        if (!std::exchange(recovering_, true)) ++counts_.episodes;  // the first event of a recovery
+        counts_.resynced += e.kind == EventKind::kResync;
+      }
+      if (e.kind == EventKind::kUpsert) recovering_ = false;
+      if (e.kind == EventKind::kReset) continue;
+      if (e.kind == EventKind::kSnapshot) {
+        history_.push_back(e);
+        ++counts_.history;
+      }
+      counts_.removed += e.kind == EventKind::kRemove;
+      table_[e.key] = e.value;  // null for kRemove: kept as a tombstone, shown as "expired"
+      counts_.position = std::max(counts_.position, e.seq);
+      saw_end_ = saw_end_ || e.key == kEndKey;
+    }
+  }
+
+  // Waits for the kSnapshotEnd marker, then prints the history the stream delivered.
+  void print_history() ABSL_LOCKS_EXCLUDED(mu_) {
+    history_done_.wait();
+    absl::MutexLock lock(&mu_);
+    absl::PrintF("\n%s joins at seq %d; its history, %d kSnapshot events in sequence order:\n", name_, cutoff_,
+                 history_.size());
+    for (const MetricEvent& e : history_) absl::PrintF("  seq %7d  %-14s %8.1f\n", e.seq, e.key, *e.value);
+  }
+
+  // Hosts by metrics: "-" never seen, "expired" removed by the TTL.
+  std::string table() const ABSL_LOCKS_EXCLUDED(mu_) {
+    absl::MutexLock lock(&mu_);
+    std::string out = absl::StrFormat("%-10s", "host");
+    for (const MetricSpec& m : kMetrics) absl::StrAppendFormat(&out, "%10s", m.name);
+    for (size_t h = 0; h < kHosts.size(); ++h) {
+      absl::StrAppendFormat(&out, "\n%-10s", kHosts[h]);
+      for (const MetricSpec& m : kMetrics) {
+        const auto it = table_.find(key_of(h, m));
+        if (it == table_.end()) absl::StrAppend(&out, "         -");
+        else if (it->second == nullptr) absl::StrAppend(&out, "   expired");
+        else absl::StrAppendFormat(&out, "%10.1f", *it->second);
+      }
+    }
+    return out + "\n";
+  }
+
+  std::string line(uint64_t last_seq) const ABSL_LOCKS_EXCLUDED(mu_) {
+    const Counts c = counts();
+    return absl::StrFormat("%-9s delivered %7d  lag %5d  removals %2d  resyncs %d (%d kResync, %d kReset)", name_,
+                           c.delivered, last_seq - std::min(last_seq, c.position), c.removed, c.episodes, c.resynced,
+                           c.resets);
+  }
+
+  // True once the end marker arrived; false if it did not within `timeout`.
+  bool wait_for_end(absl::Duration timeout) ABSL_LOCKS_EXCLUDED(mu_) {
+    hurry_.request_stop();  // cut a stall short
+    const bool arrived = mu_.LockWhenWithTimeout(absl::Condition(&saw_end_), timeout);
+    mu_.Unlock();
+    return arrived;
+  }
+
+  // The final check: the rebuilt table is the map, the very value objects included.
+  bool matches(MetricMap& map) const ABSL_LOCKS_EXCLUDED(mu_) {
+    absl::MutexLock lock(&mu_);
+    for (const auto& [key, value] : table_) {
+      if (map.get(key) != value) return false;
+    }
+    for (size_t h = 0; h < kHosts.size(); ++h) {
+      for (const MetricSpec& m : kMetrics) {
+        if (map.get(key_of(h, m)) != nullptr && !table_.contains(key_of(h, m))) return false;
+      }
+    }
+    return true;
+  }
+
+  Counts counts() const ABSL_LOCKS_EXCLUDED(mu_) {
+    absl::MutexLock lock(&mu_);
+    return counts_;
+  }
+  const char* name() const { return name_; }
+  std::stop_token hurry() const { return hurry_.get_token(); }
+
+ private:
+  const char* const name_;
+  std::latch history_done_{1};
+  std::stop_source hurry_;
+  mutable absl::Mutex mu_;
+  absl::flat_hash_map<std::string, std::shared_ptr<const double>> table_ ABSL_GUARDED_BY(mu_);
+  std::vector<MetricEvent> history_ ABSL_GUARDED_BY(mu_);
+  Counts counts_ ABSL_GUARDED_BY(mu_);
+  uint64_t cutoff_ ABSL_GUARDED_BY(mu_) = 0;
+  bool recovering_ ABSL_GUARDED_BY(mu_) = false;
+  bool saw_end_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+// The dashboard keeps up: whole batches, one lock each.
+void run_dashboard(std::stop_token stop, MetricMap& map, Subscriber& sub) {
+  for (std::span<const MetricEvent> batch : map.stream_batches(512, stop)) sub.apply(batch);
+}
+
+// Keeps up at ~12k events/s, but stalls for kStall every kStallEvery (as if blocked on a
+// disk), falls more than the ring behind, and its stream recovers from the map.
+void run_slow(std::stop_token stop, MetricMap& map, Subscriber& sub) {
   auto next_stall = SteadyClock::now() + kFirstStall;
-  for (uint64_t n = 1;; ++n) {
-    const streamcache::Received<MetricUpdate> r = sub.recv();
-    if (r.status == streamcache::RecvStatus::kClosed) return;
-    if (r.status == streamcache::RecvStatus::kLagged) stats.lagged(r.missed, r.seq);
-    if (r.status == streamcache::RecvStatus::kOk) stats.received(1, r.seq);
-    if (n % 64 == 0) pause_until(SteadyClock::now() + 5ms, stop);
+  uint64_t n = 0;
+  for (const MetricEvent& e : map.stream(stop)) {
+    sub.apply({&e, 1});
+    if (++n % 64 == 0) pause_until(SteadyClock::now() + 5ms, sub.hurry());
     if (SteadyClock::now() >= next_stall) {
-      pause_until(SteadyClock::now() + kStall, stop);
+      pause_until(SteadyClock::now() + kStall, sub.hurry());
       next_stall = SteadyClock::now() + kStallEvery - kStall;
     }
   }
 }
 
-// The late joiner: starts from the cache's contents, then applies live updates in batches.
-class Dashboard {
+// A terminal gets the frame redrawn in place; anything else one plain line per call.
+class Renderer {
  public:
-  Dashboard(MetricFeed& feed, bool tty) : feed_(feed), tty_(tty), sub_(feed.subscribe()) {
-    stats_.first_seq = sub_.next_seq();
-    // Subscribed before reading the cache, so no update falls between the two. Updates
-    // published in between are in both; replayed in order, each key still ends at its
-    // newest value (a StreamingMap stream's cutoff makes that replay unnecessary).
-    feed_.for_each_latest([this](const std::string& key, double value) { values_[key] = value; });
-    absl::PrintF("\ndashboard joins at seq %d; its starting state, from the cache (%d keys):\n%s\n",
-                 stats_.first_seq, values_.size(), table());
-  }
+  explicit Renderer(bool tty) : tty_(tty) {}
 
-  // Applies the next batch of updates; false once the feed is closed and drained.
-  bool pump() {
-    batch_.clear();
-    if (sub_.recv_batch(batch_, 1024) == 0) return false;
-    for (const MetricUpdate& u : batch_) values_[u.key] = u.value;
-    // recv_batch reports lag through missed_total(); the batch starts where it resumed.
-    if (const uint64_t missed = sub_.missed_total() - stats_.missed_so_far(); missed > 0) {
-      stats_.lagged(missed, sub_.next_seq() - batch_.size());
-    }
-    stats_.received(batch_.size(), sub_.next_seq() - 1);
-    return true;
-  }
-
-  // A terminal gets the table redrawn in place; anything else one plain line per call.
-  void render(double elapsed, SubscriberStats& slow) {
-    const uint64_t published = feed_.published();
+  void render(double elapsed, MetricMap& map, const Subscriber& dashboard, const Subscriber& slow) {
+    const uint64_t published = map.last_seq();
     if (elapsed - last_elapsed_ >= 0.2) {  // a shorter window (the final frame) is too noisy
       rate_ = static_cast<double>(published - last_published_) / (elapsed - last_elapsed_);
       last_published_ = published;
       last_elapsed_ = elapsed;
     }
-    const std::string status = absl::StrFormat("t=%4.1fs  %5.0f events/s  published %d  %s", elapsed, rate_,
-                                               published, feed_.cache_summary());
-    std::vector<std::string> lags;  // what lagged since the previous call
-    for (SubscriberStats* s : {&stats_, &slow}) {
-      if (std::string l = s->new_lags(); !l.empty()) lags.push_back(std::move(l));
+    const std::string status = absl::StrFormat("t=%4.1fs  %5.0f events/s  published %d", elapsed, rate_, published);
+    if (!tty_) absl::PrintF("%s\n  %s\n  %s\n", status, dashboard.line(published), slow.line(published));
+    for (const Subscriber* s : {&dashboard, &slow}) {
+      const uint64_t episodes = s->counts().episodes;
+      if (episodes == std::exchange(episodes_seen_[s == &slow], episodes)) continue;
+      latest_ = absl::StrFormat("latest recovery, at t=%.1fs: %s lagged past the ring and resynced (%d so far)",
+                                elapsed, s->name(), episodes);
+      if (!tty_) absl::PrintF("  %s\n", latest_);
     }
     if (!tty_) {
-      absl::PrintF("%s  lag: %s %d, %s %d\n", status, stats_.name, stats_.lag(published), slow.name,
-                   slow.lag(published));
-      for (const std::string& l : lags) absl::PrintF("  %s\n", l);
       std::fflush(stdout);
       return;
     }
-    if (!lags.empty()) latest_lag_ = absl::StrFormat("latest lag, at t=%.1fs: %s", elapsed, absl::StrJoin(lags, "; "));
-    const std::string frame = absl::StrCat(table(), status, "\n", stats_.line(published), "\n",
-                                           slow.line(published), "\n", latest_lag_, "\n");
+    const std::string frame = absl::StrCat(dashboard.table(), status, "\n", dashboard.line(published), "\n",
+                                           slow.line(published), "\n", latest_, "\n");
     // Back to the previous frame's first line, then overwrite each line and clear what is
     // left of it (\x1b[K): the table updates in place, without clearing the screen.
     if (frame_lines_ > 0) absl::PrintF("\x1b[%dF", frame_lines_);
@@ -233,35 +258,12 @@ class Dashboard {
     std::fflush(stdout);
   }
 
-  // Hosts by metrics; a key the cache no longer holds (its TTL passed) shows "expired".
-  std::string table() const {
-    std::string out = absl::StrFormat("%-10s", "host");
-    for (const MetricSpec& m : kMetrics) absl::StrAppendFormat(&out, "%10s", m.name);
-    for (size_t h = 0; h < kHosts.size(); ++h) {
-      absl::StrAppendFormat(&out, "\n%-10s", kHosts[h]);
-      for (const MetricSpec& m : kMetrics) {
-        const std::string key = key_of(h, m);
-        const auto it = values_.find(key);
-        if (it == values_.end()) absl::StrAppend(&out, "         -");
-        else if (!feed_.has(key)) absl::StrAppend(&out, "   expired");
-        else absl::StrAppendFormat(&out, "%10.1f", it->second);
-      }
-    }
-    return out + "\n";
-  }
-  const SubscriberStats& stats() const { return stats_; }
-
  private:
-  MetricFeed& feed_;
   const bool tty_;
-  streamcache::Subscriber<MetricUpdate> sub_;
-  SubscriberStats stats_{"dashboard"};
-  absl::flat_hash_map<std::string, double> values_;
-  std::vector<MetricUpdate> batch_;
-  uint64_t last_published_ = 0;
+  uint64_t last_published_ = 0, episodes_seen_[2] = {0, 0};
   double last_elapsed_ = 0, rate_ = 0;
   int frame_lines_ = 0;
-  std::string latest_lag_ = "latest lag: none yet";
+  std::string latest_ = "latest recovery: none yet";
 };
 
 [[noreturn]] void usage_error(const std::string& message) {
@@ -305,44 +307,56 @@ int main(int argc, char** argv) {
                "ring of %d, for %d s\n", kHosts.size(), kMetrics.size(), kUpdatesPerTick * (1s / kTick),
                kTtl.count(), kRingCapacity, seconds);
 
-  MetricFeed feed;
-  SubscriberStats slow{"slow"};
-  std::jthread slow_thread;
-  {
-    auto sub = feed.subscribe();
-    slow.first_seq = sub.next_seq();
-    slow_thread = std::jthread(run_slow_subscriber, std::move(sub), std::ref(slow));
-  }
+  streamcache::StreamingMapOptions options;
+  options.time_to_live = kTtl;
+  options.publish_expirations = true;  // expired metrics reach subscribers as kRemove
+  options.ring_capacity = kRingCapacity;
+  options.mark_snapshot_end = true;
+  MetricMap map(options);
+  Subscriber dashboard("dashboard"), slow("slow");
+  std::jthread slow_thread(run_slow, std::ref(map), std::ref(slow));
   std::vector<std::jthread> agents;
   for (size_t h = 0; h < kHosts.size(); ++h) {
-    agents.emplace_back(run_agent, std::ref(feed), h,
-                        h == kQuietHost ? start + (end - start) * 2 / 5 : SteadyClock::time_point::max());
+    agents.emplace_back(run_agent, std::ref(map), h,
+                        h == kQuietHost ? start + (end - start) * 3 / 10 : SteadyClock::time_point::max());
   }
 
   std::this_thread::sleep_until(start + std::min<SteadyClock::duration>(1s, (end - start) / 5));  // join late
-  Dashboard dashboard(feed, tty);
-  for (auto next_render = SteadyClock::now(); SteadyClock::now() < end && dashboard.pump();) {
-    if (SteadyClock::now() < next_render) continue;
-    dashboard.render(elapsed(), slow);
-    next_render += tty ? 250ms : 1s;
+  std::jthread dashboard_thread(run_dashboard, std::ref(map), std::ref(dashboard));
+  dashboard.print_history();
+  absl::PrintF("\n");
+  Renderer renderer(tty);
+  for (auto next = SteadyClock::now(); SteadyClock::now() < end;) {
+    next = std::min(next + (tty ? 250ms : 1s), end);
+    std::this_thread::sleep_until(next);
+    map.run_pending_tasks();  // publish due expirations now
+    renderer.render(elapsed(), map, dashboard, slow);
   }
-  agents.clear();  // jthread: request_stop() and join()
-  feed.close();    // the subscribers drain what is left, then see the end
-  while (dashboard.pump()) {
-  }
-  slow_thread.request_stop();  // cuts a stall short; the subscriber still drains
-  slow_thread.join();
-  dashboard.render(elapsed(), slow);
+  agents.clear();           // jthread: request_stop() and join()
+  map.run_pending_tasks();  // due expirations go before the end marker
+  map.insert(kEndKey, 0);
 
-  const uint64_t published = feed.published();
-  absl::PrintF("\nsummary after %.1f s: %d events published (%.0f/s), %s\n%s", elapsed(), published,
-               static_cast<double>(published) / elapsed(), feed.cache_summary(), tty ? "" : dashboard.table());
-  bool accounted = true;
-  for (const SubscriberStats* s : {&dashboard.stats(), static_cast<const SubscriberStats*>(&slow)}) {
-    const bool ok = s->accounts_for(published);
-    absl::PrintF("%s; joined at seq %d: %s\n", s->line(published), s->first_seq,
-                 ok ? "every message since accounted for" : "MISCOUNTED");
-    accounted = accounted && ok;
+  bool ok = true;
+  for (auto [sub, thread] : {std::pair{&dashboard, &dashboard_thread}, std::pair{&slow, &slow_thread}}) {
+    const bool complete = sub->wait_for_end(absl::Seconds(30));
+    thread->request_stop();  // the stream ends at its stop token
+    thread->join();
+    if (!complete) absl::PrintF("%s: the end marker never arrived\n", sub->name());
+    ok = ok && complete;
   }
-  return accounted ? EXIT_SUCCESS : EXIT_FAILURE;
+  renderer.render(elapsed(), map, dashboard, slow);
+
+  const uint64_t published = map.last_seq();
+  absl::PrintF("\nsummary after %.1f s: %d events published (%.0f/s; expirations and the end marker included)\n%s",
+               elapsed(), published, static_cast<double>(published) / elapsed(), tty ? "" : dashboard.table());
+  for (const Subscriber* s : {&dashboard, &slow}) {
+    const Counts c = s->counts();
+    const bool same = s->matches(map);
+    absl::PrintF("%-9s delivered %d (%d history), %d removals, %d lag episodes resynced with %d kResync events "
+                 "and %d kReset; its table %s the map\n",
+                 s->name(), c.delivered, c.history, c.removed, c.episodes, c.resynced, c.resets,
+                 same ? "equals" : "DIFFERS FROM");
+    ok = ok && same;
+  }
+  return ok ? EXIT_SUCCESS : EXIT_FAILURE;
 }
