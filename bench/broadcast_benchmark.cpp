@@ -5,7 +5,10 @@
 // threads, all subscribed before the first publish, receive until the channel is
 // closed and drained, one message per call (`recv`) or up to 64 per call (`batch`).
 // Threads are started per iteration; with kMessages = 2^21 their start-up is < 2%.
-// items/s = messages delivered (summed over subscribers) per wall-clock second.
+// items/s = messages delivered (summed over subscribers) per wall-clock second;
+// per_cpu_s = the same per second of CPU time of the whole process (all threads,
+// spinning and yielding included). On a machine shared with other work, wall-clock
+// rates mostly measure the scheduler; the CPU-time rate says what a message costs.
 //
 // Implementations, all through the same adapter:
 //   RingBlock      streamcache::Broadcast, Overflow::kBlock (lossless, like the baselines)
@@ -21,6 +24,7 @@
 // pause, then yield: with 5 threads on 2 cores, a pure spin would mostly measure the
 // scheduler. Our ring's kBlocking waits do the same, then sleep on a futex.
 #include <benchmark/benchmark.h>
+#include <time.h>
 
 #include <boost/lockfree/spsc_queue.hpp>
 
@@ -228,6 +232,12 @@ class MutexDeque {
   bool closed_ = false;
 };
 
+double process_cpu_seconds() {
+  timespec ts{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) * 1e-9;
+}
+
 // Args: producers, subscribers, batch (0 = recv, 1 = recv_batch(64)).
 template <class Impl>
 void BM_Broadcast(benchmark::State& state) {
@@ -236,7 +246,9 @@ void BM_Broadcast(benchmark::State& state) {
   const bool batch = state.range(2) != 0;
   uint64_t delivered_total = 0;
   uint64_t checksum = 0;
+  double cpu_seconds = 0;
   for (auto _ : state) {
+    const double cpu_start = process_cpu_seconds();
     Impl impl(producers, subscribers);
     std::vector<uint64_t> delivered(static_cast<size_t>(subscribers));
     std::vector<uint64_t> sums(static_cast<size_t>(subscribers));
@@ -258,6 +270,7 @@ void BM_Broadcast(benchmark::State& state) {
       delivered_total += delivered[s];
       checksum += sums[s];
     }
+    cpu_seconds += process_cpu_seconds() - cpu_start;
   }
   benchmark::DoNotOptimize(checksum);
   const uint64_t offered = kMessages * static_cast<uint64_t>(subscribers) * state.iterations();
@@ -265,6 +278,9 @@ void BM_Broadcast(benchmark::State& state) {
   state.counters["lost"] = benchmark::Counter(
       static_cast<double>(offered - delivered_total) / static_cast<double>(offered),
       benchmark::Counter::kDefaults);
+  state.counters["per_cpu_s"] = benchmark::Counter(
+      cpu_seconds > 0 ? static_cast<double>(delivered_total) / cpu_seconds : 0.0,
+      benchmark::Counter::kDefaults, benchmark::Counter::kIs1000);
 }
 
 void Cases(benchmark::internal::Benchmark* b) {
@@ -275,7 +291,7 @@ void Cases(benchmark::internal::Benchmark* b) {
     b->Args({1, 4, batch});
     b->Args({2, 2, batch});
   }
-  b->UseRealTime()->Unit(benchmark::kMillisecond);
+  b->UseRealTime()->MeasureProcessCPUTime()->Unit(benchmark::kMillisecond);
 }
 
 BENCHMARK_TEMPLATE(BM_Broadcast, RingBlock)->Apply(Cases);
