@@ -85,7 +85,7 @@ def seeds():
     yield "bursts-weighted-ttl", config(12, WEIGHER | TTL, ttl=16, keys=8, unit=SEC) + bytes(
         [BURST, 0x3F, ADVANCE, 5, BURST, 0xBF, RUN, ADVANCE, 8, BURST, 0x47, RUN])
     # Enough sampled requests (2 guard periods of 1024) for the policy to grow its window.
-    yield "bursts-window-grows", config(14, keys=16) + bytes([BURST, 0x7F] * 20 + [BURST, 0xFF] * 10 + [BURST, 0x7F] * 10)
+    yield "bursts-window-grows", config(14, keys=16) + bytes([BURST, 0x7F] * 12 + [BURST, 0xFF] * 6 + [BURST, 0x7F] * 6)
     yield "invalid-shards", config(4, keys=4, shards=31) + bytes([INSERT, 1])
 
 
