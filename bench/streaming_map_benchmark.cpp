@@ -16,28 +16,31 @@
 //   the kSnapshotEnd marker, through stream() (api 0: one event per ++) or
 //   stream_batches(64) (api 1); items = entries. Single-threaded, so the rate is per CPU
 //   second (Google Benchmark's default); the Time column is the wall clock.
-// BM_Live<Impl>/batch/ring: a fresh map per iteration; 4 subscriber threads each open
-//   stream() on the empty map (cutoff 0: no history) and wait; then 1 writer thread inserts
-//   kLiveEvents values over kLiveKeys keys (each key rewritten 4 times) as fast as it can.
-//   Subscribers consume per event (batch 1: stream()) or per span (batch 64:
+// BM_Live<Impl>/batch/ring/subs: a fresh map per iteration; `subs` (4) subscriber threads
+//   each open stream() on the empty map (cutoff 0: no history) and wait; then 1 writer
+//   thread inserts kLiveEvents values over kLiveKeys keys (each key rewritten 4 times) as
+//   fast as it can. Subscribers consume per event (batch 1: stream()) or per span (batch 64:
 //   stream_batches(64)), reading each value's first word, until they have seen the last
 //   sequence; then the stop_token ends them. Manual time = wall clock from the writer's
 //   start to the last subscriber's catching up (thread start-up and subscription are
 //   outside it); items = events delivered, summed over subscribers. 5 busy threads on this
 //   2-core machine: the writer competes with its subscribers for the cores, so the figures
 //   measure the whole pipeline under oversubscription, not a free-running writer.
-//   `ring` is ring_capacity: 65536 (the default; a subscriber more than 65536 events behind
-//   lags and recovers from the map) and 262144 (= kLiveEvents, so it cannot lag). Counters:
-//   resync_events / resets / recoveries (summed over subscribers, per iteration) and
-//   writer_Mops (the writer's own inserts per wall second, to tell a slow writer from slow
-//   subscribers) and upserts_missed (fraction of the writer's events not delivered one by one because a
-//   recovery replaced them with the keys' newest values).
+//   subs = 0 is the writer alone (items = inserts): the cost of the write path itself.
+//   `ring` is ring_capacity: 65536 (the default), 262144 (= kLiveEvents: nobody can lag)
+//   and 1024 (lag forced: subscribers fall behind and recover from the map, which is what
+//   the recovery counters are for). Counters, per iteration and summed over subscribers:
+//     resync_events, resets, recoveries (runs of kResync events);
+//     upserts_missed: fraction of the writer's events not delivered one by one (a
+//       recovery delivered the keys' newest values instead);
+//     writer_Mops: the writer's own inserts per wall second, to tell a slow writer from
+//       slow subscribers (when it is ~ items/s / 4, the writer is the bottleneck).
 //   Impl: StreamingMapLive (ours) and MutexFanout: std::mutex + std::unordered_map of
 //   (seq, shared_ptr) for the state, and per subscriber a std::mutex +
 //   std::condition_variable_any + unbounded std::deque of the same Event objects; the writer
 //   pushes each event into every subscriber's deque under the map lock (so sequences stay
 //   in order with several writers); subscribers pop 1 or up to 64 events per lock. It never
-//   loses an event (its deques grow instead), so the `ring` argument does not apply to it.
+//   loses an event (its deques grow instead), so it has no `ring` (0).
 #include <benchmark/benchmark.h>
 
 #include <time.h>
@@ -398,7 +401,9 @@ void LiveCases(benchmark::internal::Benchmark* b) {
   b->ArgNames({"batch", "ring", "subs"});
   b->Args({1, 65536, 0});  // the writer alone
   for (int64_t batch : {int64_t{1}, static_cast<int64_t>(kLiveBatch)}) {
-    for (int64_t ring : {int64_t{65536}, static_cast<int64_t>(kLiveEvents)}) b->Args({batch, ring, kSubscribers});
+    for (int64_t ring : {int64_t{1024}, int64_t{65536}, static_cast<int64_t>(kLiveEvents)}) {
+      b->Args({batch, ring, kSubscribers});
+    }
   }
   b->UseManualTime()->Unit(benchmark::kMillisecond);
 }
