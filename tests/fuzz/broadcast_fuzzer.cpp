@@ -113,6 +113,7 @@ class Fuzz {
 
   void step() {
     ++steps_;
+    result_.clear();
     const uint8_t op = in_.byte();
     switch (op % 16) {
       case 0: case 1: case 2: do_publish(); break;
@@ -155,7 +156,7 @@ class Fuzz {
         return;
       }
       const uint64_t seq = model_.published() + 1;
-      describe("publish(" + show(message<T>(seq)) + ")");
+      describe("publish(message " + std::to_string(seq) + ")");
       std::optional<uint64_t> got;
       bool threw_logic = false;
       try {
@@ -272,6 +273,7 @@ class Fuzz {
     describe("s" + std::to_string(slot) + ".recv_batch(max " + std::to_string(max) + ")");
     const size_t n = subs_[slot]->recv_batch(out, max);
     const std::vector<uint64_t> want = model_.recv_batch(slot, max);
+    result_ = " appended " + std::to_string(n);
     FUZZ_CHECK(n == want.size() && out.size() == prefix + n, [&] {
       return "recv_batch returned " + std::to_string(n) + " and left " + std::to_string(out.size()) +
              " elements, expected " + std::to_string(want.size()) + " appended to " + std::to_string(prefix) +
@@ -332,6 +334,7 @@ class Fuzz {
 
   void check_received(const Received<T>& got, const Outcome& want) {
     const Outcome seen{got.status, got.seq, got.missed};
+    result_ += " " + to_string(seen);
     FUZZ_CHECK(seen == want, [&] { return "got " + to_string(seen) + ", expected " + to_string(want); });
     if (want.status == RecvStatus::kOk) {
       FUZZ_CHECK(got.value && *got.value == message<T>(want.seq), [&] {
@@ -361,7 +364,7 @@ class Fuzz {
       });
     }
     if (trace_) {
-      std::fprintf(stderr, "%4d %-50s [published %llu%s]\n", steps_, description_.c_str(),
+      std::fprintf(stderr, "%4d %-30s ->%-40s [published %llu%s]\n", steps_, description_.c_str(), result_.c_str(),
                    static_cast<unsigned long long>(model_.published()), model_.closed() ? ", closed" : "");
     }
   }
@@ -378,6 +381,7 @@ class Fuzz {
     for (int slot = 0; slot < kSlots; ++slot) {
       if (!subs_[slot]) continue;
       for (int guard = 0;; ++guard) {
+        result_.clear();
         FUZZ_CHECK(guard < 100000, [] { return std::string("a subscriber never reached kClosed"); });
         if (batches) {
           describe("s" + std::to_string(slot) + ".recv_batch(4) at the end");
@@ -429,6 +433,7 @@ class Fuzz {
   BroadcastModel model_;
   int steps_ = 0;
   std::string description_;
+  std::string result_;  // what this step's receives returned, for the trace
   std::optional<Broadcast<T>> ring_;
   // Last: destroyed first. Some outlive ring_ on purpose (do_destroy_or_noop).
   std::array<std::optional<Subscriber<T>>, kSlots> subs_;
