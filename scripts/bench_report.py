@@ -555,6 +555,29 @@ class Report:
                         [fmt_ratio(ratio(r["RingBlock"], r["SpscFanout"])), fmt_ratio(vs_mutex)])
         out += table(["P -> S", "mode"] + [n for _, n in impls] + ["ring / spsc", "ring / mutex"], rows)
 
+        # Messages per second of process CPU time (counter per_cpu_s): what a message costs,
+        # which the scheduler distorts less than wall-clock rates on a shared machine.
+        def per_cpu(x: Row | None) -> float | None:
+            return x.counters.get("per_cpu_s") if x else None
+
+        def cpu_ratio(a: float | None, b: float | None) -> str:
+            return fmt_ratio(a / b) if a and b else "n/a"
+
+        cpu_rows = []
+        for p, s, batch in cases:
+            r = {i: per_cpu(f.find("BM_Broadcast", [i], P=p, S=s, batch=batch)) for i, _ in impls}
+            if r["RingBlock"] is None:
+                continue
+            cpu_rows.append([f"{p} -> {s}", "batch 64" if batch == "1" else "recv"] +
+                            [fmt_rate(r[i]) for i in ("RingBlock", "SpscFanout", "MutexDeque")] +
+                            [cpu_ratio(r["RingBlock"], r["SpscFanout"]), cpu_ratio(r["RingBlock"], r["MutexDeque"])])
+        if cpu_rows:
+            out += ["", "The same run per CPU-second of the whole process (counter `per_cpu_s`: messages "
+                    "delivered / process CPU time, spinning included). Shown for diagnosis; the bars use "
+                    "the wall-clock rates.", ""]
+            out += table(["P -> S", "mode", "ring kBlock", "spsc fan-out", "mutex+cv+deque", "ring / spsc",
+                          "ring / mutex"], cpu_rows)
+
         v = ratio(f.find("BM_Broadcast", ["RingBlock"], P=1, S=1, batch=1),
                   f.find("BM_Broadcast", ["SpscFanout"], P=1, S=1, batch=1))
         self.bar(f"broadcast 1 -> 1, batches: >= {BAR_BCAST_1_1_BATCH_VS_SPSC:.1f}x spsc fan-out", fmt_ratio(v), v,
