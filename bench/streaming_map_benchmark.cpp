@@ -47,7 +47,6 @@
 
 #include <algorithm>
 #include <array>
-#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -233,11 +232,32 @@ struct SubscriberTally {
   }
 };
 
-/// Counts a subscriber down once; wakes the timing thread.
-void mark_caught_up(std::atomic<int>& pending) {
-  pending.fetch_sub(1);
-  pending.notify_one();
-}
+/// The subscribers still behind the writer's last sequence. A mutex and a condition
+/// variable rather than an atomic wait: the timing thread needs a deadline, so that a
+/// subscriber that never catches up fails the case instead of hanging the run. Four
+/// notifications per iteration: no cost that matters.
+class CatchUp {
+ public:
+  explicit CatchUp(int subscribers) : pending_(subscribers) {}
+  void mark() {
+    {
+      std::lock_guard lock(mu_);
+      --pending_;
+    }
+    done_.notify_one();
+  }
+  bool wait_until(std::chrono::steady_clock::time_point deadline) {
+    std::unique_lock lock(mu_);
+    return done_.wait_until(lock, deadline, [&] { return pending_ == 0; });
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable done_;
+  int pending_;
+};
+
+constexpr auto kCatchUpTimeout = std::chrono::seconds(120);
 
 class StreamingMapLive {
  public:
@@ -245,20 +265,20 @@ class StreamingMapLive {
 
   void insert(uint64_t i) { map_.insert(scatter(i % kLiveKeys), value_for(i)); }
 
-  void subscribe_and_consume(size_t batch, std::stop_token stop, std::latch& ready, std::atomic<int>& pending,
+  void subscribe_and_consume(size_t batch, std::stop_token stop, std::latch& ready, CatchUp& caught_up,
                              SubscriberTally& tally) {
     if (batch == 1) {
       streamcache::Generator<Ev> gen = map_.stream(std::move(stop));  // cutoff fixed here
       ready.count_down();
       for (const Ev& e : gen) {
-        if (tally.on_event(e)) mark_caught_up(pending);
+        if (tally.on_event(e)) caught_up.mark();
       }
     } else {
       streamcache::Generator<std::span<const Ev>> gen = map_.stream_batches(batch, std::move(stop));
       ready.count_down();
       for (std::span<const Ev> span : gen) {
         for (const Ev& e : span) {
-          if (tally.on_event(e)) mark_caught_up(pending);
+          if (tally.on_event(e)) caught_up.mark();
         }
       }
     }
@@ -301,7 +321,7 @@ class MutexFanout {
     }
   }
 
-  void subscribe_and_consume(size_t batch, std::stop_token stop, std::latch& ready, std::atomic<int>& pending,
+  void subscribe_and_consume(size_t batch, std::stop_token stop, std::latch& ready, CatchUp& caught_up,
                              SubscriberTally& tally) {
     auto q = std::make_shared<Queue>();
     {
@@ -327,7 +347,7 @@ class MutexFanout {
         }
       }
       for (const Ev& e : local) {
-        if (tally.on_event(e)) mark_caught_up(pending);
+        if (tally.on_event(e)) caught_up.mark();
       }
       local.clear();
     }
@@ -351,12 +371,12 @@ void BM_Live(benchmark::State& state) {
     Impl impl(ring);
     std::stop_source stop;
     std::latch ready(subscriber_count);
-    std::atomic<int> pending{subscriber_count};
+    CatchUp caught_up(subscriber_count);
     std::vector<SubscriberTally> tallies(static_cast<size_t>(subscriber_count));
     std::vector<std::thread> subscribers;
     for (int s = 0; s < subscriber_count; ++s) {
       subscribers.emplace_back([&, s] {
-        impl.subscribe_and_consume(batch, stop.get_token(), ready, pending, tallies[static_cast<size_t>(s)]);
+        impl.subscribe_and_consume(batch, stop.get_token(), ready, caught_up, tallies[static_cast<size_t>(s)]);
       });
     }
     ready.wait();
@@ -366,12 +386,17 @@ void BM_Live(benchmark::State& state) {
       for (uint64_t i = 0; i < kLiveEvents; ++i) impl.insert(i);
       writer_end = std::chrono::steady_clock::now();
     });
-    for (int left = pending.load(); left != 0; left = pending.load()) pending.wait(left);
-    writer.join();  // with subscribers it is done already: they have seen its last insert
-    const auto t1 = subscriber_count == 0 ? writer_end : std::chrono::steady_clock::now();
+    const bool all_caught_up = caught_up.wait_until(t0 + kCatchUpTimeout);
+    const auto t1 = std::chrono::steady_clock::now();
+    writer.join();
     stop.request_stop();  // the subscribers are parked in their waits: this ends their streams
     for (std::thread& t : subscribers) t.join();
-    state.SetIterationTime(std::chrono::duration<double>(t1 - t0).count());
+    if (!all_caught_up) {
+      state.SkipWithError("a subscriber did not reach the writer's last sequence in time");
+      break;
+    }
+    if (subscriber_count == 0) state.SetIterationTime(std::chrono::duration<double>(writer_end - t0).count());
+    if (subscriber_count != 0) state.SetIterationTime(std::chrono::duration<double>(t1 - t0).count());
     writer_seconds += std::chrono::duration<double>(writer_end - t0).count();
     for (const SubscriberTally& t : tallies) {
       total.delivered += t.delivered;
