@@ -104,6 +104,58 @@ void exercise_broadcast() {
   check(sub.missed_total() == 2, "Subscriber::missed_total counts the lag");
 }
 
+// One thread: a stream's cutoff is fixed when stream_n() is called, so mutations made
+// afterwards arrive live without a second thread. Then a resume, lag under kError, and a
+// bad option.
+void exercise_streaming_map() {
+  using Kind = streamcache::EventKind;
+  streamcache::StreamingMapOptions options;
+  options.mark_snapshot_end = true;
+  streamcache::StreamingMap<std::string, int> map(options);
+  check(map.insert("a", 1) == 1 && map.insert("b", 2) == 2, "StreamingMap::insert returns sequences 1, 2");
+  auto stream = map.stream_n(4);  // history: a, b (then kSnapshotEnd, not counted)
+  map.insert("c", 3);             // new keys after the cutoff: live
+  map.insert("d", 4);
+  std::vector<Kind> kinds;
+  uint64_t last = 0;
+  for (const auto& e : stream) {
+    kinds.push_back(e.kind);
+    last = e.seq;
+    if (e.key == "d") check(e.value == map.get("d"), "events share the map's value object");
+  }
+  check(kinds == std::vector<Kind>{Kind::kSnapshot, Kind::kSnapshot, Kind::kSnapshotEnd, Kind::kUpsert,
+                                   Kind::kUpsert},
+        "stream_n: history, kSnapshotEnd, then the live upserts");
+  check(map.remove("b") && !map.remove("b"), "StreamingMap::remove of an absent key returns false");
+  for (const auto& e : map.stream_from(last)) {
+    check(e.kind == Kind::kRemove && e.seq == 5 && e.key == "b" && !e.value, "stream_from resumes after last");
+    break;
+  }
+
+  options.ring_capacity = 2;
+  options.lag = streamcache::LagPolicy::kError;
+  streamcache::StreamingMap<std::string, int> small(options);
+  auto lagging = small.stream_n(1);  // cutoff 0: no history; ends after one event if it does not throw
+  for (int i = 0; i < 3; ++i) small.insert("k", i);
+  bool lagged = false;
+  try {
+    for ([[maybe_unused]] const auto& e : lagging) {
+    }
+  } catch (const streamcache::LaggedError& error) {
+    lagged = error.last_delivered_seq() == 0;
+  }
+  check(lagged, "a kError stream that fell behind a 2-slot ring throws LaggedError");
+
+  bool threw = false;
+  try {
+    options.ring_capacity = 0;
+    streamcache::StreamingMap<int, int> invalid(options);
+  } catch (const std::invalid_argument&) {
+    threw = true;
+  }
+  check(threw, "ring_capacity 0 throws std::invalid_argument");
+}
+
 }  // namespace
 
 int main() {
@@ -111,6 +163,7 @@ int main() {
   exercise_generator();
   exercise_cache();
   exercise_broadcast();
+  exercise_streaming_map();
   std::puts("streamcache consumer: ok");
   return EXIT_SUCCESS;
 }
