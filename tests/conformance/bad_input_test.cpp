@@ -12,6 +12,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <exception>
 #include <functional>
 #include <future>
 #include <limits>
@@ -262,7 +263,7 @@ TEST(Weights, MaxCapacityZeroMapStillStreamsAndPublishedEvictionsKeepConsumersEx
 
 TEST(ThrowingUserCode, TryGetWithLoaderThatThrowsInsteadOfReturningAStatusRethrows) {
   auto cache = StringCache::builder().build();
-  EXPECT_THROW(cache.try_get_with(1, []() -> absl::StatusOr<std::string> { throw std::runtime_error("boom"); }),
+  EXPECT_THROW((void)cache.try_get_with(1, []() -> absl::StatusOr<std::string> { throw std::runtime_error("boom"); }),
                std::runtime_error);
   EXPECT_THROW(cache.optionally_get_with(1, []() -> std::optional<std::string> { throw 42; }), int);
   EXPECT_FALSE(cache.contains_key(1));
@@ -281,23 +282,37 @@ TEST(ThrowingUserCode, WaitersOfAThrowingLoaderAllGetItsExceptionAndTheKeyRecove
     released.wait();
     throw std::runtime_error("loader failed");
   };
-  std::vector<std::future<std::string>> callers;
+  // Each caller hands back the exception it caught; this thread inspects them. (The callers
+  // of one flight share one exception object; reading it on several threads while the last
+  // owner frees it is correct, but TSan cannot see libstdc++'s uninstrumented refcount.)
+  std::vector<std::future<std::exception_ptr>> callers;
   for (int i = 0; i < 4; ++i) {
-    callers.push_back(std::async(std::launch::async, [&] {
+    callers.push_back(std::async(std::launch::async, [&]() -> std::exception_ptr {
       try {
         (void)cache.get_with(7, init);
-        return std::string("no exception");
-      } catch (const std::runtime_error& e) {
-        return std::string(e.what());
+      } catch (...) {
+        return std::current_exception();
       }
+      return nullptr;
     }));
   }
   ASSERT_TRUE(eventually([&] { return runs.load() >= 1; }));
   std::this_thread::sleep_for(milliseconds(20));  // let the others join the flight (not required)
   release.set_value();
+  std::vector<std::exception_ptr> caught;
   for (auto& c : callers) {
     ASSERT_EQ(c.wait_for(kHangBound), std::future_status::ready) << "a waiter hung";
-    EXPECT_EQ(c.get(), "loader failed");
+    caught.push_back(c.get());
+    ASSERT_NE(caught.back(), nullptr) << "a caller got no exception";
+  }
+  for (const std::exception_ptr& e : caught) {
+    try {
+      std::rethrow_exception(e);
+    } catch (const std::runtime_error& error) {
+      EXPECT_STREQ(error.what(), "loader failed");
+    } catch (...) {
+      ADD_FAILURE() << "not the loader's exception type";
+    }
   }
   EXPECT_EQ(cache.stats().load_failures + cache.stats().load_successes, static_cast<uint64_t>(runs.load()));
   EXPECT_EQ(cache.get_with(7, [] { return std::string("second try"); }), "second try");
