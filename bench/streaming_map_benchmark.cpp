@@ -395,8 +395,8 @@ void BM_Live(benchmark::State& state) {
       state.SkipWithError("a subscriber did not reach the writer's last sequence in time");
       break;
     }
-    if (subscriber_count == 0) state.SetIterationTime(std::chrono::duration<double>(writer_end - t0).count());
-    if (subscriber_count != 0) state.SetIterationTime(std::chrono::duration<double>(t1 - t0).count());
+    // Alone, the writer's own time; with subscribers, until the last one has caught up.
+    state.SetIterationTime(std::chrono::duration<double>((subscriber_count == 0 ? writer_end : t1) - t0).count());
     writer_seconds += std::chrono::duration<double>(writer_end - t0).count();
     for (const SubscriberTally& t : tallies) {
       total.delivered += t.delivered;
