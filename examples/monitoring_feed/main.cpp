@@ -23,6 +23,7 @@
 #include <chrono>
 #include <cmath>
 #include <condition_variable>
+#include <cstdint>
 #include <cstdlib>
 #include <latch>
 #include <memory>
@@ -32,6 +33,7 @@
 #include <stop_token>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 namespace {
@@ -88,12 +90,12 @@ void run_agent(std::stop_token stop, MetricMap& map, size_t host, SteadyClock::t
 }
 
 struct Counts {
-  uint64_t delivered = 0, history = 0, resynced = 0, removed = 0, episodes = 0, resets = 0;
-  uint64_t position = 0;  // the highest sequence applied (a kReset's is not a mutation)
+  uint64_t delivered = 0, removed = 0, resynced = 0, resets = 0, episodes = 0;
+  uint64_t position = 0;  // the highest sequence applied (a kReset's is no mutation)
 };
 
-// One subscriber's table, rebuilt from its stream, and its counters. Its stream thread
-// writes them; the renderer and the final check read them, hence the mutex.
+// A subscriber's table, rebuilt from its stream by its thread, and its counters; the
+// renderer and the final check read them, hence the mutex.
 class Subscriber {
  public:
   explicit Subscriber(const char* name) : name_(name) {}
@@ -101,40 +103,22 @@ class Subscriber {
   void apply(std::span<const MetricEvent> events) ABSL_LOCKS_EXCLUDED(mu_) {
     absl::MutexLock lock(&mu_);
     for (const MetricEvent& e : events) {
-      if (e.kind == EventKind::kSnapshotEnd) {
-        cutoff_ = e.seq;
-        history_done_.count_down();
+      if (e.kind == EventKind::kSnapshotEnd) continue;
+      ++counts_.delivered;
+      const bool recovery = e.kind == EventKind::kResync || e.kind == EventKind::kReset;
+      if (recovery && !std::exchange(recovering_, true)) ++counts_.episodes;  // a recovery's first event
+      if (e.kind == EventKind::kUpsert) recovering_ = false;
+      counts_.removed += e.kind == EventKind::kRemove;
+      counts_.resynced += e.kind == EventKind::kResync;
+      if (e.kind == EventKind::kReset) {  // the removal log no longer reaches back: relist
+        ++counts_.resets;
+        table_.clear();
         continue;
       }
-      ++counts_.delivered;
-      if (e.kind == EventKind::kReset) {  // the removal log no longer reaches back: relist
-        table_.clear();
-        ++counts_.resets;
-      }
-      if (e.kind == EventKind::kResync || e.kind == EventKind::kReset) {
-        if (!std::exchange(recovering_, true)) ++counts_.episodes;  // the first event of a recovery
-        counts_.resynced += e.kind == EventKind::kResync;
-      }
-      if (e.kind == EventKind::kUpsert) recovering_ = false;
-      if (e.kind == EventKind::kReset) continue;
-      if (e.kind == EventKind::kSnapshot) {
-        history_.push_back(e);
-        ++counts_.history;
-      }
-      counts_.removed += e.kind == EventKind::kRemove;
-      table_[e.key] = e.value;  // null for kRemove: kept as a tombstone, shown as "expired"
+      table_[e.key] = e.value;  // null for kRemove: a tombstone, shown as "expired"
       counts_.position = std::max(counts_.position, e.seq);
       saw_end_ = saw_end_ || e.key == kEndKey;
     }
-  }
-
-  // Waits for the kSnapshotEnd marker, then prints the history the stream delivered.
-  void print_history() ABSL_LOCKS_EXCLUDED(mu_) {
-    history_done_.wait();
-    absl::MutexLock lock(&mu_);
-    absl::PrintF("\n%s joins at seq %d; its history, %d kSnapshot events in sequence order:\n", name_, cutoff_,
-                 history_.size());
-    for (const MetricEvent& e : history_) absl::PrintF("  seq %7d  %-14s %8.1f\n", e.seq, e.key, *e.value);
   }
 
   // Hosts by metrics: "-" never seen, "expired" removed by the TTL.
@@ -154,14 +138,14 @@ class Subscriber {
     return out + "\n";
   }
 
-  std::string line(uint64_t last_seq) const ABSL_LOCKS_EXCLUDED(mu_) {
+  std::string line(uint64_t last_seq) const {
     const Counts c = counts();
     return absl::StrFormat("%-9s delivered %7d  lag %5d  removals %2d  resyncs %d (%d kResync, %d kReset)", name_,
                            c.delivered, last_seq - std::min(last_seq, c.position), c.removed, c.episodes, c.resynced,
                            c.resets);
   }
 
-  // True once the end marker arrived; false if it did not within `timeout`.
+  // True once the end marker arrived, false if it did not within `timeout`.
   bool wait_for_end(absl::Duration timeout) ABSL_LOCKS_EXCLUDED(mu_) {
     hurry_.request_stop();  // cut a stall short
     const bool arrived = mu_.LockWhenWithTimeout(absl::Condition(&saw_end_), timeout);
@@ -169,18 +153,15 @@ class Subscriber {
     return arrived;
   }
 
-  // The final check: the rebuilt table is the map, the very value objects included.
+  // The final check: the table is the map, down to the value objects (events share them).
   bool matches(MetricMap& map) const ABSL_LOCKS_EXCLUDED(mu_) {
     absl::MutexLock lock(&mu_);
-    for (const auto& [key, value] : table_) {
-      if (map.get(key) != value) return false;
-    }
+    bool same = true;
+    for (const auto& [key, value] : table_) same = same && map.get(key) == value;
     for (size_t h = 0; h < kHosts.size(); ++h) {
-      for (const MetricSpec& m : kMetrics) {
-        if (map.get(key_of(h, m)) != nullptr && !table_.contains(key_of(h, m))) return false;
-      }
+      for (const MetricSpec& m : kMetrics) same = same && (table_.contains(key_of(h, m)) || !map.get(key_of(h, m)));
     }
-    return true;
+    return same;
   }
 
   Counts counts() const ABSL_LOCKS_EXCLUDED(mu_) {
@@ -192,20 +173,26 @@ class Subscriber {
 
  private:
   const char* const name_;
-  std::latch history_done_{1};
   std::stop_source hurry_;
   mutable absl::Mutex mu_;
   absl::flat_hash_map<std::string, std::shared_ptr<const double>> table_ ABSL_GUARDED_BY(mu_);
-  std::vector<MetricEvent> history_ ABSL_GUARDED_BY(mu_);
   Counts counts_ ABSL_GUARDED_BY(mu_);
-  uint64_t cutoff_ ABSL_GUARDED_BY(mu_) = 0;
   bool recovering_ ABSL_GUARDED_BY(mu_) = false;
   bool saw_end_ ABSL_GUARDED_BY(mu_) = false;
 };
 
-// The dashboard keeps up: whole batches, one lock each.
-void run_dashboard(std::stop_token stop, MetricMap& map, Subscriber& sub) {
-  for (std::span<const MetricEvent> batch : map.stream_batches(512, stop)) sub.apply(batch);
+// The late joiner keeps up (whole batches, one lock each) and prints its history first.
+void run_dashboard(std::stop_token stop, MetricMap& map, Subscriber& sub, std::latch& history_shown) {
+  for (std::span<const MetricEvent> batch : map.stream_batches(512, stop)) {
+    for (const MetricEvent& e : batch) {
+      if (e.kind == EventKind::kSnapshot) absl::PrintF("  seq %7d  %-14s %8.1f\n", e.seq, e.key, *e.value);
+      if (e.kind == EventKind::kSnapshotEnd) {
+        absl::PrintF("kSnapshotEnd: the history is whole up to the cutoff, seq %d; live updates follow\n\n", e.seq);
+        history_shown.count_down();
+      }
+    }
+    sub.apply(batch);
+  }
 }
 
 // Keeps up at ~12k events/s, but stalls for kStall every kStallEvery (as if blocked on a
@@ -223,49 +210,6 @@ void run_slow(std::stop_token stop, MetricMap& map, Subscriber& sub) {
   }
 }
 
-// A terminal gets the frame redrawn in place; anything else one plain line per call.
-class Renderer {
- public:
-  explicit Renderer(bool tty) : tty_(tty) {}
-
-  void render(double elapsed, MetricMap& map, const Subscriber& dashboard, const Subscriber& slow) {
-    const uint64_t published = map.last_seq();
-    if (elapsed - last_elapsed_ >= 0.2) {  // a shorter window (the final frame) is too noisy
-      rate_ = static_cast<double>(published - last_published_) / (elapsed - last_elapsed_);
-      last_published_ = published;
-      last_elapsed_ = elapsed;
-    }
-    const std::string status = absl::StrFormat("t=%4.1fs  %5.0f events/s  published %d", elapsed, rate_, published);
-    if (!tty_) absl::PrintF("%s\n  %s\n  %s\n", status, dashboard.line(published), slow.line(published));
-    for (const Subscriber* s : {&dashboard, &slow}) {
-      const uint64_t episodes = s->counts().episodes;
-      if (episodes == std::exchange(episodes_seen_[s == &slow], episodes)) continue;
-      latest_ = absl::StrFormat("latest recovery, at t=%.1fs: %s lagged past the ring and resynced (%d so far)",
-                                elapsed, s->name(), episodes);
-      if (!tty_) absl::PrintF("  %s\n", latest_);
-    }
-    if (!tty_) {
-      std::fflush(stdout);
-      return;
-    }
-    const std::string frame = absl::StrCat(dashboard.table(), status, "\n", dashboard.line(published), "\n",
-                                           slow.line(published), "\n", latest_, "\n");
-    // Back to the previous frame's first line, then overwrite each line and clear what is
-    // left of it (\x1b[K): the table updates in place, without clearing the screen.
-    if (frame_lines_ > 0) absl::PrintF("\x1b[%dF", frame_lines_);
-    frame_lines_ = static_cast<int>(std::count(frame.begin(), frame.end(), '\n'));
-    absl::PrintF("%s", absl::StrReplaceAll(frame, {{"\n", "\x1b[K\n"}}));
-    std::fflush(stdout);
-  }
-
- private:
-  const bool tty_;
-  uint64_t last_published_ = 0, episodes_seen_[2] = {0, 0};
-  double last_elapsed_ = 0, rate_ = 0;
-  int frame_lines_ = 0;
-  std::string latest_ = "latest recovery: none yet";
-};
-
 [[noreturn]] void usage_error(const std::string& message) {
   absl::FPrintF(stderr, "monitoring_feed: %s\n%s", message, kUsage);
   std::exit(2);
@@ -275,19 +219,14 @@ int parse_seconds(int argc, char** argv) {
   int seconds = 10;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
+    std::string value;
     if (arg == "--help" || arg == "-h") {
       absl::PrintF("%s", kUsage);
       std::exit(0);
     }
-    std::string value;
-    if (arg.starts_with("--seconds=")) {
-      value = arg.substr(10);
-    } else if (arg == "--seconds") {
-      if (i + 1 == argc) usage_error("--seconds needs a value");
-      value = argv[++i];
-    } else {
-      usage_error(absl::StrCat("unknown option '", arg, "'"));
-    }
+    if (arg.starts_with("--seconds=")) value = arg.substr(10);
+    else if (arg == "--seconds" && i + 1 < argc) value = argv[++i];
+    else usage_error(absl::StrCat("unknown option or missing value: '", arg, "'"));
     const auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), seconds);
     if (ec != std::errc() || end != value.data() + value.size() || seconds < 1 || seconds > 3600) {
       usage_error(absl::StrCat("--seconds expects a whole number from 1 to 3600, got '", value, "'"));
@@ -322,15 +261,35 @@ int main(int argc, char** argv) {
   }
 
   std::this_thread::sleep_until(start + std::min<SteadyClock::duration>(1s, (end - start) / 5));  // join late
-  std::jthread dashboard_thread(run_dashboard, std::ref(map), std::ref(dashboard));
-  dashboard.print_history();
-  absl::PrintF("\n");
-  Renderer renderer(tty);
+  absl::PrintF("\ndashboard joins at t=%.1fs; the history its stream delivered (kSnapshot):\n", elapsed());
+  std::latch history_shown(1);
+  std::jthread dashboard_thread(run_dashboard, std::ref(map), std::ref(dashboard), std::ref(history_shown));
+  history_shown.wait();
+  // A terminal gets the frame redrawn in place; anything else plain lines.
+  int frame_lines = 0;
+  uint64_t last_published = 0;
+  double last_t = 0, rate = 0;
   for (auto next = SteadyClock::now(); SteadyClock::now() < end;) {
     next = std::min(next + (tty ? 250ms : 1s), end);
     std::this_thread::sleep_until(next);
     map.run_pending_tasks();  // publish due expirations now
-    renderer.render(elapsed(), map, dashboard, slow);
+    const uint64_t published = map.last_seq();
+    const double t = elapsed();
+    if (t - last_t >= 0.2) {  // a shorter (last) window is too noisy
+      rate = static_cast<double>(published - std::exchange(last_published, published)) / (t - std::exchange(last_t, t));
+    }
+    std::string frame = absl::StrFormat("t=%4.1fs  %5.0f events/s  published %d\n%s\n%s\n", t, rate, published,
+                                        dashboard.line(published), slow.line(published));
+    if (tty) {
+      frame = dashboard.table() + frame;
+      // Back to the previous frame's first line, then overwrite each line and clear what is
+      // left of it (\x1b[K): the table updates in place, without clearing the screen.
+      if (frame_lines > 0) absl::PrintF("\x1b[%dF", frame_lines);
+      frame_lines = static_cast<int>(std::count(frame.begin(), frame.end(), '\n'));
+      frame = absl::StrReplaceAll(frame, {{"\n", "\x1b[K\n"}});
+    }
+    absl::PrintF("%s", frame);
+    std::fflush(stdout);
   }
   agents.clear();           // jthread: request_stop() and join()
   map.run_pending_tasks();  // due expirations go before the end marker
@@ -344,18 +303,13 @@ int main(int argc, char** argv) {
     if (!complete) absl::PrintF("%s: the end marker never arrived\n", sub->name());
     ok = ok && complete;
   }
-  renderer.render(elapsed(), map, dashboard, slow);
 
   const uint64_t published = map.last_seq();
   absl::PrintF("\nsummary after %.1f s: %d events published (%.0f/s; expirations and the end marker included)\n%s",
-               elapsed(), published, static_cast<double>(published) / elapsed(), tty ? "" : dashboard.table());
+               elapsed(), published, static_cast<double>(published) / elapsed(), dashboard.table());
   for (const Subscriber* s : {&dashboard, &slow}) {
-    const Counts c = s->counts();
     const bool same = s->matches(map);
-    absl::PrintF("%-9s delivered %d (%d history), %d removals, %d lag episodes resynced with %d kResync events "
-                 "and %d kReset; its table %s the map\n",
-                 s->name(), c.delivered, c.history, c.removed, c.episodes, c.resynced, c.resets,
-                 same ? "equals" : "DIFFERS FROM");
+    absl::PrintF("%s; table %s the map\n", s->line(published), same ? "equals" : "DIFFERS FROM");
     ok = ok && same;
   }
   return ok ? EXIT_SUCCESS : EXIT_FAILURE;
