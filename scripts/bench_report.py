@@ -702,7 +702,9 @@ class Report:
         f = self.files.get("streaming_map_benchmark")
         out = ["## StreamingMap", "",
                "Source: `bench/streaming_map_benchmark.cpp` (its header comment defines every case and "
-               "counter) and `bench/tools/streaming_map_memory.cpp`; design: [design.md](design.md#the-streamingmap)."]
+               "counter) and `bench/tools/streaming_map_memory.cpp`; design: [design.md](design.md#the-streamingmap)"
+               + "".join(f"; analysis: [notes/{os.path.basename(n)}](notes/{os.path.basename(n)})"
+                         for n in sorted(glob.glob(os.path.join(NOTES_DIR, "streaming_map*.md")))) + "."]
         if f is None:
             out += ["", "_No `streaming_map_benchmark` results (binary missing or failed)._"]
         else:
