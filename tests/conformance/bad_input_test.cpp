@@ -441,6 +441,55 @@ TEST(OpenBugCacheLoader, ThrowingWeigherDuringALoadMustNotWedgeLaterLoadsOfThatK
   delete cache;
 }
 
+// Found by the soak (scripts/soak: 36,791 entries in a 20,000-entry cache, node arenas
+// ratcheting the heap from 4 to 19 MiB). invalidate_if() logs one kRemove per entry it
+// removes but counts one pending write (after_write() once), while maintenance subtracts
+// every applied event: each call drives pending_writes_ further below zero, so the
+// 256-pending-writes backpressure never triggers again and writers that find maintenance
+// busy pile up entries without bound. Here maintenance is held busy by a listener that
+// blocks; the documented bound (capacity + 256 + one in-flight write per writer) must hold.
+TEST(OpenBugCacheSize, InvalidateIfMustNotDisableTheWriteBackpressure) {
+  constexpr uint64_t kCapacity = 10;
+  std::atomic<bool> hold{false};
+  std::atomic<bool> holding{false};
+  std::atomic<bool> release{false};
+  auto cache = StringCache::builder()
+                   .max_capacity(kCapacity)
+                   .eviction_listener([&](const int&, const std::string&, RemovalCause cause) {
+                     if (cause != RemovalCause::kSize || !hold.exchange(false)) return;
+                     holding = true;  // inside maintenance, with its lock held
+                     while (!release.load()) std::this_thread::yield();
+                   })
+                   .build();
+  for (int round = 0; round < 100; ++round) {  // 100 x (10 inserts, one invalidate_if of 10)
+    for (int k = 0; k < 10; ++k) cache.insert(k, "x");
+    cache.invalidate_if([](const int&, const std::string&) { return true; });
+  }
+  cache.run_pending_tasks();
+  for (int k = 0; k < static_cast<int>(kCapacity); ++k) cache.insert(k, "x");
+  hold = true;
+  std::thread holder([&] { cache.insert(1000, "evicts one and holds maintenance"); });
+  ASSERT_TRUE(eventually([&] { return holding.load(); }));
+  std::atomic<int> inserted{0};
+  std::thread writer([&] {
+    for (int k = 2000; k < 2500; ++k) {
+      cache.insert(k, "y");  // should block once 256 writes are pending
+      ++inserted;
+    }
+  });
+  const uint64_t bound = kCapacity + 256 + 2;
+  const auto deadline = std::chrono::steady_clock::now() + seconds(2);
+  while (inserted.load() < 500 && cache.entry_count() <= bound && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(milliseconds(1));
+  }
+  const uint64_t count = cache.entry_count();
+  release = true;
+  holder.join();
+  writer.join();
+  EXPECT_LE(count, bound) << "entries while maintenance was busy; the writer did " << inserted.load()
+                          << " inserts without ever waiting for it";
+}
+
 // ---- Waking a receiver blocked on another thread ------------------------------------------
 
 // Destroying a Subscriber while another thread is inside its recv() is a data race (a
