@@ -878,7 +878,9 @@ def load_comment(meta: dict) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    # allow_abbrev=False: unknown options go to the benchmarks and must never match ours by prefix.
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
     parser.add_argument("--build-dir", default=os.path.join(REPO, "build", "release"))
     parser.add_argument("--results", help="default: BUILD_DIR/bench-results")
     parser.add_argument("--quick", action="store_true",
