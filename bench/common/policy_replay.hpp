@@ -11,6 +11,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "streamcache/cache.hpp"
+#include "streamcache/detail/hash_mix.hpp"
 #include "streamcache/detail/intrusive_list.hpp"
 #include "streamcache/detail/tiny_lfu_policy.hpp"
 
@@ -25,14 +26,7 @@ struct ReplayColumn {
 
 /// A fixed, well-mixed 64-bit hash (murmur3's finalizer). Deterministic on purpose: absl::Hash is
 /// seeded per process, which would make replays differ (slightly) from run to run.
-inline uint64_t replay_hash(uint64_t key) {
-  key ^= key >> 33;
-  key *= 0xff51afd7ed558ccdULL;
-  key ^= key >> 33;
-  key *= 0xc4ceb9fe1a85ec53ULL;
-  key ^= key >> 33;
-  return key;
-}
+inline uint64_t replay_hash(uint64_t key) { return streamcache::detail::mix64(key); }
 
 /// The hash functor of the Cache column: replay_hash, so that the cache's shards, ids and sketch
 /// counters (hence its hit ratio) are the same in every run, unlike with absl::Hash.

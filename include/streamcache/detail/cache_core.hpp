@@ -22,6 +22,7 @@
 
 #include "streamcache/cache_types.hpp"
 #include "streamcache/clock.hpp"
+#include "streamcache/detail/hash_mix.hpp"
 #include "streamcache/detail/intrusive_list.hpp"
 #include "streamcache/detail/mutex.hpp"
 #include "streamcache/detail/node_arena.hpp"
@@ -306,6 +307,25 @@ class CacheCore {
     return emitted;
   }
 
+  /// Places a fresh cursor right after the newest entry for which `older(extra)` holds,
+  /// scanning from the tail (markers skipped): with lists sorted by sequence, a walk that
+  /// wants only entries newer than some bound then starts there, in O(newer entries).
+  template <class Older>
+  void seek_history(size_t shard, HistoryCursor& cursor, Older&& older) {
+    static_assert(Ext::kWriteOrder, "seek_history needs an extension that keeps write order");
+    Shard& s = *shards_[shard];
+    WriterLock<SharedMutex> lock(s.mu);
+    if (cursor.marker != kNoNode) return;  // only a fresh cursor
+    cursor.marker = allocate_locked(s, static_cast<uint64_t>(shard) << 56);
+    node(cursor.marker).marker = true;
+    NodeId id = s.order.back();
+    while (id != kNoNode &&
+           (node(id).marker || !older(static_cast<const typename Ext::NodeExtra&>(node(id).extra)))) {
+      id = s.order.prev(id);
+    }
+    s.order.insert_after(id, cursor.marker);
+  }
+
   /// Unlinks and frees a cursor's marker. Safe on a cursor never used.
   void release_history(size_t shard, HistoryCursor& cursor) {
     if (cursor.marker == kNoNode) return;
@@ -573,13 +593,7 @@ class CacheCore {
   uint64_t hash_key(const K& key) const {
     // The user's hash may be weak (std::hash is the identity for integers): mix it, since
     // the shard comes from the top bits and the policy's sketch from the low ones.
-    uint64_t h = static_cast<uint64_t>(hasher_(key));
-    h ^= h >> 32;
-    h *= 0xD6E8FEB86659FD93ULL;
-    h ^= h >> 32;
-    h *= 0xD6E8FEB86659FD93ULL;
-    h ^= h >> 32;
-    return h;
+    return mix64(static_cast<uint64_t>(hasher_(key)));
   }
 
   Shard& shard_for(uint64_t h) const { return *shards_[(h >> 56) & (shards_.size() - 1)]; }

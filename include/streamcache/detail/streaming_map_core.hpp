@@ -229,6 +229,13 @@ class StreamingMapCore : public std::enable_shared_from_this<StreamingMapCore<K,
       buf.clear();
       positions_[shard] = 0;
       HistoryCursor& cursor = cursors_[shard];
+      if (!pass_all_ && cursor.marker == kNoNode) {
+        // A recovery wants only entries newer than pass_lower_: start past the older ones.
+        const uint64_t ref = core.reference_seq();
+        core.cache_->seek_history(shard, cursor, [&](const typename Ext::NodeExtra& x) {
+          return StreamingMapCore::expand(x.seq, ref) <= pass_lower_;
+        });
+      }
       while (buf.empty() && !cursor.done) {
         const uint64_t ref = core.reference_seq();
         core.cache_->read_history(shard, cursor, per_shard_batch_,
