@@ -4,8 +4,8 @@
 // sequence that does not exist yet. Each case must end in a clear error or the documented
 // behaviour (docs/reliability.md), never a crash, a hang or a silent loss.
 //
-// Tests in suites named OpenBug* pin a behaviour the library does not have yet: they fail
-// until the bug they name is fixed (see docs/reliability.md, "Open bugs").
+// Suites named *Regression pin bugs this file found (docs/reliability.md, "Bugs found by
+// these tests"): each test is named after the bug.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -156,7 +156,7 @@ TEST(InvalidOptions, InvalidArgumentsToCallsThrowNamingTheArgument) {
 
 // The ring's limit (2^40 slots) surfaces through the map with the ring's own option name,
 // which a StreamingMap user never set.
-TEST(OpenBugStreamingMapOptions, OversizedRingCapacityIsRejectedNamingRingCapacity) {
+TEST(StreamingMapOptionsRegression, OversizedRingCapacityIsRejectedNamingRingCapacity) {
   StreamingMapOptions o;
   o.ring_capacity = (size_t{1} << 40) + 1;
   EXPECT_THAT(invalid_argument_message([&] { Map map(o); }), HasSubstr("ring_capacity"));
@@ -164,7 +164,7 @@ TEST(OpenBugStreamingMapOptions, OversizedRingCapacityIsRejectedNamingRingCapaci
 
 // Broadcast rejects an out-of-range Overflow or WaitStrategy; the map takes an
 // out-of-range LagPolicy silently as kResync.
-TEST(OpenBugStreamingMapOptions, OutOfRangeLagPolicyIsRejectedNamingLag) {
+TEST(StreamingMapOptionsRegression, OutOfRangeLagPolicyIsRejectedNamingLag) {
   StreamingMapOptions o;
   o.lag = static_cast<LagPolicy>(7);
   EXPECT_THAT(invalid_argument_message([&] { Map map(o); }), HasSubstr("lag"));
@@ -172,7 +172,7 @@ TEST(OpenBugStreamingMapOptions, OutOfRangeLagPolicyIsRejectedNamingLag) {
 
 // The first mutation gets initial_seq + 1, which does not exist for UINT64_MAX: sequences
 // would wrap to 0 and stop increasing (last_seq() goes from UINT64_MAX to 0).
-TEST(OpenBugStreamingMapOptions, InitialSeqWithNoRoomForAMutationIsRejected) {
+TEST(StreamingMapOptionsRegression, InitialSeqWithNoRoomForAMutationIsRejected) {
   StreamingMapOptions o;
   o.initial_seq = std::numeric_limits<uint64_t>::max();
   const std::string message = invalid_argument_message([&] {
@@ -418,7 +418,7 @@ TEST(ThrowingUserCode, NegativeExpiryDurationExpiresTheEntryAtOnce) {
 // writes it: the exception reaches the leader, but the key's in-flight load is never
 // retired, so every later get_with of that key waits forever. The cache and the waiting
 // thread are leaked on purpose so that the test can fail instead of hanging.
-TEST(OpenBugCacheLoader, ThrowingWeigherDuringALoadMustNotWedgeLaterLoadsOfThatKey) {
+TEST(CacheLoaderRegression, ThrowingWeigherDuringALoadMustNotWedgeLaterLoadsOfThatKey) {
   auto fail = std::make_shared<std::atomic<bool>>(true);
   auto* cache = new StringCache(StringCache::builder()
                                     .max_capacity(100)
@@ -448,7 +448,7 @@ TEST(OpenBugCacheLoader, ThrowingWeigherDuringALoadMustNotWedgeLaterLoadsOfThatK
 // 256-pending-writes backpressure never triggers again and writers that find maintenance
 // busy pile up entries without bound. Here maintenance is held busy by a listener that
 // blocks; the documented bound (capacity + 256 + one in-flight write per writer) must hold.
-TEST(OpenBugCacheSize, InvalidateIfMustNotDisableTheWriteBackpressure) {
+TEST(CacheSizeRegression, InvalidateIfMustNotDisableTheWriteBackpressure) {
   constexpr uint64_t kCapacity = 10;
   std::atomic<bool> hold{false};
   std::atomic<bool> holding{false};

@@ -371,6 +371,7 @@ class CacheCore {
   void invalidate_if(Pred&& pred) {
     // `pred` runs under each shard's exclusive lock, so a shard is filtered atomically;
     // it must not call back into the cache.
+    int64_t removed = 0;
     for (auto& shard : shards_) {
       Notifications out;
       {
@@ -386,11 +387,12 @@ class CacheCore {
           }
           shard->map.erase(it++);
           retire_locked(*shard, id, n, expired ? RemovalCause::kExpired : RemovalCause::kExplicit, out);
+          ++removed;
         }
       }
       deliver(out);
     }
-    after_write();
+    if (removed > 0) after_write(removed);
   }
 
   void invalidate_all() {
@@ -448,12 +450,21 @@ class CacheCore {
       flight->value.reset();
       flight->error = std::current_exception();
     }
-    stats_->add(flight->value ? kLoadSuccesses : kLoadFailures);
+    bool wrote = false;
     if (flight->value) {
-      Notifications out;
-      write(K(key), V(*flight->value), h, out);
-      deliver(out);
+      try {
+        Notifications out;
+        write(K(key), V(*flight->value), h, out);  // the weigher or an Expiry hook may throw
+        wrote = true;
+        deliver(out);
+      } catch (...) {
+        if (!wrote) {
+          flight->value.reset();
+          flight->error = std::current_exception();
+        }
+      }
     }
+    stats_->add(flight->value ? kLoadSuccesses : kLoadFailures);
     {
       WriterLock<SharedMutex> lock(s.mu);
       auto it = s.loading.find(key);
@@ -466,7 +477,7 @@ class CacheCore {
     }
     flight->done.store(true, std::memory_order_release);  // release: publishes the outcome
     flight->done.notify_all();
-    if (flight->value) after_write();
+    if (wrote) after_write();
     return flight;
   }
 
@@ -815,11 +826,13 @@ class CacheCore {
     out.clear();
   }
 
-  void after_write() {
+  /// Called after a write logged `events` events (pending_writes_ counts logged events, as
+  /// apply_log() subtracts them, so the backpressure bound stays true).
+  void after_write(int64_t events = 1) {
     // seq_cst: the increment and the fence below form the store-load handshake with
     // maintain_and_unlock(): either our try-lock succeeds, or the holder sees our event
     // after it unlocks (see there).
-    const int64_t pending = pending_writes_.fetch_add(1) + 1;
+    const int64_t pending = pending_writes_.fetch_add(events) + events;
     std::atomic_thread_fence(std::memory_order_seq_cst);
     if (in_maintenance_ == this) return;  // a listener writing back: the holder drains it
     if (pending >= kMaxPendingWrites) {

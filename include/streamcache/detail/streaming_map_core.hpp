@@ -352,6 +352,15 @@ class StreamingMapCore : public std::enable_shared_from_this<StreamingMapCore<K,
 
   static void validate(const StreamingMapOptions& o) {
     if (o.ring_capacity == 0) throw std::invalid_argument("StreamingMap: ring_capacity must be positive");
+    if (o.ring_capacity > (size_t{1} << 40)) {
+      throw std::invalid_argument("StreamingMap: ring_capacity must be at most 2^40");
+    }
+    if (o.initial_seq > (uint64_t{1} << 63)) {
+      throw std::invalid_argument("StreamingMap: initial_seq must be at most 2^63 (sequences must not wrap)");
+    }
+    if (o.lag != LagPolicy::kResync && o.lag != LagPolicy::kError) {
+      throw std::invalid_argument("StreamingMap: lag must be LagPolicy::kResync or LagPolicy::kError");
+    }
     if (o.snapshot_batch == 0) throw std::invalid_argument("StreamingMap: snapshot_batch must be positive");
     if (o.time_to_live && o.time_to_live->count() < 0) {
       throw std::invalid_argument("StreamingMap: time_to_live must not be negative");
