@@ -462,7 +462,11 @@ class BroadcastPart {
           block_received_.add(n);
           ops_.add(n);
         }
-        if (sub.missed_total() != 0) violation("broadcast kBlock: a subscriber lagged");
+        if (sub.missed_total() != 0) {  // report once, then start a fresh subscription
+          violation("broadcast kBlock: a subscriber lagged: missed_total " + std::to_string(sub.missed_total()) +
+                    ", next_seq " + std::to_string(sub.next_seq()) + ", " + std::to_string(got) + " received");
+          break;
+        }
       }
     }
   }
