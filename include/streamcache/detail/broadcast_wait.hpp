@@ -5,14 +5,12 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
-#include <cstdlib>
 #include <optional>
 #include <stop_token>
 #include <thread>
 
 #if defined(__linux__)
 #include <linux/futex.h>
-#include <linux/membarrier.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -41,45 +39,6 @@ inline void cpu_relax() noexcept {
 #endif
 }
 
-/// Asymmetric fences: a "light" side that is only a compiler barrier, and a "heavy"
-/// side that forces a full memory barrier on every running thread of the process
-/// (Linux membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED: an IPI to the CPUs running
-/// our threads; a descheduled thread passed through one in its context switch). For
-/// a Dekker handshake whose one side runs per message and whose other side runs
-/// rarely: the frequent side does `store A; light; load B`, the rare side does
-/// `store B (seq_cst); heavy; load A`, and one of them sees the other's store. The
-/// same technique as folly's asymmetricLightBarrier/asymmetricHeavyBarrier, which is
-/// not a dependency we may use; neither abseil, TBB nor Boost offers it.
-inline void light_barrier() noexcept { std::atomic_signal_fence(std::memory_order_seq_cst); }
-
-/// True when heavy_barrier() works here. Registers the process for the expedited
-/// command once; where it is unavailable (not Linux, old kernel, seccomp), callers
-/// must not rely on light_barrier() at all.
-inline bool heavy_barrier_available() noexcept {
-#if defined(__linux__) && defined(SYS_membarrier)
-  static const bool available = [] {
-    const long commands = syscall(SYS_membarrier, MEMBARRIER_CMD_QUERY, 0, 0);
-    if (commands < 0 || (commands & MEMBARRIER_CMD_PRIVATE_EXPEDITED) == 0) return false;
-    return syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0;
-  }();
-  return available;
-#else
-  return false;
-#endif
-}
-
-/// The heavy side; only after heavy_barrier_available() returned true.
-inline void heavy_barrier() noexcept {
-#if defined(__linux__) && defined(SYS_membarrier)
-  // Once registered, the kernel fails this command only for bad arguments: an error
-  // here means the handshakes built on it cannot be trusted, so stop rather than
-  // risk two producers taking the same sequence.
-  if (syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) != 0) std::abort();
-#else
-  std::abort();  // unreachable: heavy_barrier_available() is false here
-#endif
-}
-
 /// A wake-up word for kBlocking waits: waiters sleep on a 32-bit epoch that every
 /// wake-up increments. A waiter arms `armed_` before sleeping; a waker that finds it
 /// armed disarms it and wakes everybody. So a wake-up with nobody asleep is one load
@@ -91,10 +50,8 @@ inline void heavy_barrier() noexcept {
 ///   waker:  1. make the condition true   2. if armed_.exchange(false): epoch_ += 1, wake sleepers
 /// Either the waker's step 2 sees the arming, or the waiter's step 3 sees the
 /// condition. A sleeper read its epoch before arming, so the waker that disarms it
-/// moves the epoch away from the one it sleeps on. A waker whose step 1 ends with a
-/// release store and no full fence before step 2 (a publish by the ring's single
-/// producer) needs the waiter to run heavy_barrier() between its steps 2 and 3
-/// (await_condition's `after_arm`).
+/// moves the epoch away from the one it sleeps on. The ring relies on the waker's step 1 being
+/// (or following) a seq_cst RMW.
 class Parker {
  public:
   /// Arms the parker and returns the epoch to sleep on. Pair with finish_wait().
@@ -169,12 +126,10 @@ class Parker {
 /// (checked after arming too) says that the condition may become true without a
 /// notification (a producer that claimed the awaited sequence before we armed may
 /// have looked at `armed_` already); then the waiter yields instead of sleeping.
-/// `after_arm()` runs between arming and that re-check: the place for the heavy side
-/// of an asymmetric fence when the notifying side only has the light one.
-template <class Ready, class WakeNotPromised, class AfterArm>
+template <class Ready, class WakeNotPromised>
 WaitOutcome await_condition(WaitMode mode, Parker& parker, Ready&& ready,
-                            WakeNotPromised&& wake_not_promised, AfterArm&& after_arm,
-                            const Deadline& deadline, const std::stop_token& stop) {
+                            WakeNotPromised&& wake_not_promised, const Deadline& deadline,
+                            const std::stop_token& stop) {
   // Spinning first pays off when the other side is mid-operation (nanoseconds);
   // yielding next lets a descheduled other side run on a busy machine; beyond that,
   // a kBlocking waiter gives its core back.
@@ -212,7 +167,6 @@ WaitOutcome await_condition(WaitMode mode, Parker& parker, Ready&& ready,
     if (!on_stop && stop.stop_possible()) on_stop.emplace(stop, Waker{&parker});
     const bool timed = deadline.has_value();
     const uint32_t epoch = parker.prepare_wait(timed);
-    after_arm();
     if (!ready() && !stop.stop_requested()) {
       if (wake_not_promised()) {
         // The other side is mid-operation and may not wake us. It usually finishes
