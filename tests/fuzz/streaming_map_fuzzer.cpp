@@ -15,7 +15,9 @@
 //
 // One thread never waits: a stream is only pulled while the model guarantees an event
 // (see StreamChecker::can_pull); catching up first writes a key, so the last sequence is
-// an upsert that every stream must deliver, and pulls each stream until it has.
+// an upsert that every stream must deliver, and pulls each stream until it has. A pull
+// that waits anyway means the stream withholds an event that must come (a lost event):
+// after 2 s a watchdog stops that stream and the fuzzer reports the mismatch.
 //
 // Input format (missing bytes read as 0):
 //   byte 0  bits 0-2 ring_capacity: 1, 2, 3 (-> 4), 4, 5 (-> 8), 8, 16, or 7: invalid
@@ -38,16 +40,20 @@
 #include <array>
 #include <bit>
 #include <chrono>
+#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <span>
 #include <stdexcept>
+#include <stop_token>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "streaming_map_model.hpp"
@@ -95,6 +101,59 @@ class Reader {
   size_t pos_ = 0;
 };
 
+/// Stops a stream whose pull has waited too long. With one thread nothing can publish
+/// while a pull waits, so a wait means the stream withholds an event the model says is
+/// there; stopping the stream turns that hang into a reported mismatch.
+class Watchdog {
+ public:
+  static constexpr std::chrono::seconds kLimit{2};
+
+  ~Watchdog() {
+    if (thread_.joinable()) {
+      thread_.request_stop();
+      cv_.notify_all();
+    }
+  }
+
+  void arm(std::stop_source* target) {
+    if (!thread_.joinable()) thread_ = std::jthread([this](std::stop_token stop) { watch(stop); });
+    std::lock_guard<std::mutex> lock(mu_);
+    target_ = target;
+    deadline_ = std::chrono::steady_clock::now() + kLimit;
+    cv_.notify_all();
+  }
+
+  /// Disarms; true if it fired during this pull.
+  bool disarm() {
+    std::lock_guard<std::mutex> lock(mu_);
+    target_ = nullptr;
+    return std::exchange(fired_, false);
+  }
+
+ private:
+  void watch(const std::stop_token& stop) {
+    std::unique_lock<std::mutex> lock(mu_);
+    while (!stop.stop_requested()) {
+      if (target_ == nullptr) {
+        cv_.wait(lock, [&] { return target_ != nullptr || stop.stop_requested(); });
+      } else if (std::chrono::steady_clock::now() >= deadline_) {
+        target_->request_stop();
+        target_ = nullptr;
+        fired_ = true;
+      } else {
+        cv_.wait_until(lock, deadline_);
+      }
+    }
+  }
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::stop_source* target_ = nullptr;
+  std::chrono::steady_clock::time_point deadline_;
+  bool fired_ = false;
+  std::jthread thread_;  // last: joined before the members it reads go away
+};
+
 // The message is a lambda so that it is only built when the check fails.
 #define FUZZ_CHECK(cond, message)  \
   do {                             \
@@ -114,6 +173,7 @@ class Fuzz {
 
   /// One stream and its consumer.
   struct Stream {
+    std::unique_ptr<std::stop_source> stop;  // the watchdog's handle (stable address)
     std::string name;  // how it was made, for the trace
     bool batches = false;
     Generator<Ev> events;
@@ -266,14 +326,19 @@ class Fuzz {
     switch (kind % 4) {
       case 0: {
         describe("s" + std::to_string(slot) + " = stream()");
-        streams_[slot].emplace(Stream{"stream()", false, map_->stream(), {}, {}, {},
+        auto stop = std::make_unique<std::stop_source>();
+        const std::stop_token token = stop->get_token();
+        streams_[slot].emplace(Stream{std::move(stop), "stream()", false, map_->stream(token), {}, {}, {},
                                       StreamChecker::history(model_, c, std::nullopt)});
         break;
       }
       case 1: {
         const size_t n = arg % 16;
         describe("s" + std::to_string(slot) + " = stream_n(" + std::to_string(n) + ")");
-        streams_[slot].emplace(Stream{"stream_n(" + std::to_string(n) + ")", false, map_->stream_n(n), {}, {}, {},
+        auto stop = std::make_unique<std::stop_source>();
+        const std::stop_token token = stop->get_token();
+        streams_[slot].emplace(Stream{std::move(stop), "stream_n(" + std::to_string(n) + ")", false,
+                                      map_->stream_n(n, token), {}, {}, {},
                                       StreamChecker::history(model_, c, n)});
         break;
       }
@@ -291,8 +356,11 @@ class Fuzz {
           FUZZ_CHECK(threw, [] { return std::string("stream_batches(0) must throw std::invalid_argument naming max_batch"); });
           return;
         }
-        streams_[slot].emplace(Stream{"stream_batches(" + std::to_string(max) + ")", true, {}, {},
-                                      map_->stream_batches(max), {}, StreamChecker::history(model_, c, std::nullopt)});
+        auto stop = std::make_unique<std::stop_source>();
+        const std::stop_token token = stop->get_token();
+        streams_[slot].emplace(Stream{std::move(stop), "stream_batches(" + std::to_string(max) + ")", true, {}, {},
+                                      map_->stream_batches(max, token), {},
+                                      StreamChecker::history(model_, c, std::nullopt)});
         break;
       }
     }
@@ -319,7 +387,10 @@ class Fuzz {
     }
     auto [at, state] = model_.state_at(a);  // `at` <= a: not inside an expiration group
     describe("s" + std::to_string(slot) + " = stream_from(" + std::to_string(at) + ")");
-    streams_[slot].emplace(Stream{"stream_from(" + std::to_string(at) + ")", false, map_->stream_from(at), {}, {}, {},
+    auto stop = std::make_unique<std::stop_source>();
+    const std::stop_token token = stop->get_token();
+    streams_[slot].emplace(Stream{std::move(stop), "stream_from(" + std::to_string(at) + ")", false,
+                                  map_->stream_from(at, token), {}, {}, {},
                                   StreamChecker::resume(model_, setup_.config, at, std::move(state))});
   }
 
@@ -343,7 +414,10 @@ class Fuzz {
     describe("s" + std::to_string(slot) + " = stream_from(" + std::to_string(a) + "), resuming");
     StreamChecker::State state = old.checker.state();
     streams_[slot].reset();  // the old subscription goes first, as a reconnecting client's would
-    streams_[slot].emplace(Stream{"stream_from(" + std::to_string(a) + ")", false, map_->stream_from(a), {}, {}, {},
+    auto stop = std::make_unique<std::stop_source>();
+    const std::stop_token token = stop->get_token();
+    streams_[slot].emplace(Stream{std::move(stop), "stream_from(" + std::to_string(a) + ")", false,
+                                  map_->stream_from(a, token), {}, {}, {},
                                   StreamChecker::resume(model_, setup_.config, a, std::move(state))});
   }
 
@@ -387,6 +461,7 @@ class Fuzz {
     const std::string where = "s" + std::to_string(slot) + " " + s.name;
     bool ended = false;
     std::vector<const Ev*> got;
+    watchdog_.arm(s.stop.get());
     try {
       if (s.batches) {
         if (!s.span_it) {
@@ -411,11 +486,13 @@ class Fuzz {
         if (!ended) got.push_back(&**s.it);
       }
     } catch (const LaggedError& e) {
+      check_watchdog(where, s);
       trace_event(where, "LaggedError(" + std::to_string(e.last_delivered_seq()) + ")");
       const std::string error = s.checker.on_lagged(model_, e.last_delivered_seq());
       FUZZ_CHECK(error.empty(), [&] { return where + ": " + error; });
       return;
     }
+    check_watchdog(where, s);
     if (ended) {
       trace_event(where, "end");
       const std::string error = s.checker.on_end();
@@ -423,6 +500,13 @@ class Fuzz {
       return;
     }
     for (const Ev* e : got) on_event(slot, where, *e);
+  }
+
+  void check_watchdog(const std::string& where, const Stream& s) {
+    FUZZ_CHECK(!watchdog_.disarm(), [&] {
+      return where + " waited " + std::to_string(Watchdog::kLimit.count()) +
+             " s for an event the model says must come (lost?)\n  stream: " + s.checker.describe();
+    });
   }
 
   static size_t max_batch(const std::string& name) {  // "stream_batches(N)"
@@ -562,7 +646,8 @@ class Fuzz {
   std::string description_;
   std::map<uint32_t, std::shared_ptr<const Value>> pointers_;  // the first shared_ptr seen per value
   std::optional<Map> map_;
-  std::array<std::optional<Stream>, kSlots> streams_;  // last: destroyed first
+  std::array<std::optional<Stream>, kSlots> streams_;
+  Watchdog watchdog_;  // last: its thread stops before the streams go away
 };
 
 #undef FUZZ_CHECK

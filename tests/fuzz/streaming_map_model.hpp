@@ -297,15 +297,17 @@ class StreamChecker {
     if (limit_ && counted_ == *limit_) return "stream_n delivered more than n counted events";
     if (e.kind != EventKind::kSnapshotEnd) ++counted_;
     ++events_;
+    std::string error;
     switch (e.kind) {
       case EventKind::kSnapshotEnd: return on_marker(m, e);
-      case EventKind::kSnapshot: return on_snapshot(e);
+      case EventKind::kSnapshot: error = on_snapshot(e); break;
       case EventKind::kUpsert:
-      case EventKind::kRemove: return on_live(m, e);
-      case EventKind::kResync:
+      case EventKind::kRemove: error = on_live(m, e); break;
+      case EventKind::kResync: error = on_recovered(m, e); break;
       case EventKind::kReset: return on_recovered(m, e);
     }
-    return "an unknown EventKind";
+    if (error.empty() && e.seq == m.last_seq()) reached_end(e.seq);
+    return error;
   }
 
   /// The generator ended. Only stream_n ends on its own, right after its n-th event.
@@ -365,6 +367,18 @@ class StreamChecker {
 
  private:
   explicit StreamChecker(Config c) : config_(c) {}
+
+  /// The stream delivered the newest mutation: whichever way it came (history at a cutoff
+  /// there, live, a recovery cut there, or a relist), everything before it came first and
+  /// the stream now reads the ring from seq + 1, so it is exact again.
+  void reached_end(uint64_t seq) {
+    position_ = seq;
+    position_exact_ = true;
+    known_next_ = seq + 1;
+    lag_possible_ = false;
+    forced_window_ = false;
+    resume_point_ = seq;
+  }
 
   std::string end_history(const MapModel& m) {
     if (!in_history_) return "";
