@@ -23,7 +23,6 @@
 #include <cstdint>
 #include <limits>
 #include <memory>
-#include <mutex>
 #include <stdexcept>
 #include <stop_token>
 #include <utility>
@@ -32,6 +31,7 @@
 #include "absl/base/thread_annotations.h"
 #include "streamcache/detail/broadcast_slot.hpp"
 #include "streamcache/detail/broadcast_wait.hpp"
+#include "streamcache/detail/mutex.hpp"
 
 namespace streamcache::detail {
 
@@ -40,29 +40,6 @@ struct alignas(kCacheLine) GateCursor {
   std::atomic<uint64_t> next{0};
 };
 static_assert(sizeof(GateCursor) == kCacheLine);
-
-/// std::mutex with clang thread-safety annotations. Not absl::Mutex: Debian's abseil
-/// is built without ThreadSanitizer, so TSan cannot see absl::Mutex's ordering and
-/// reports false races on what it guards; TSan does intercept pthread mutexes.
-class ABSL_LOCKABLE GateMutex {
- public:
-  void lock() ABSL_EXCLUSIVE_LOCK_FUNCTION() { mu_.lock(); }
-  void unlock() ABSL_UNLOCK_FUNCTION() { mu_.unlock(); }
-
- private:
-  std::mutex mu_;
-};
-
-class ABSL_SCOPED_LOCKABLE GateLock {
- public:
-  explicit GateLock(GateMutex& mu) ABSL_EXCLUSIVE_LOCK_FUNCTION(mu) : mu_(mu) { mu_.lock(); }
-  ~GateLock() ABSL_UNLOCK_FUNCTION() { mu_.unlock(); }
-  GateLock(const GateLock&) = delete;
-  GateLock& operator=(const GateLock&) = delete;
-
- private:
-  GateMutex& mu_;
-};
 
 template <class T>
 class BroadcastRing {
@@ -164,7 +141,7 @@ class BroadcastRing {
   /// before the registration may already be overwriting `from` (then the gap is
   /// reported to the subscriber as lag).
   uint64_t register_gate(GateCursor* cursor, uint64_t from) {
-    GateLock lock(gate_mu_);
+    WriterLock<Mutex> lock(gate_mu_);
     // Lower the cache first (seq_cst), then read claim_ (seq_cst): a producer either
     // claimed before our read (and is accounted for below) or sees the lowered cache.
     gate_cache_.store(std::min(gate_cache_.load(), from));
@@ -177,7 +154,7 @@ class BroadcastRing {
 
   void unregister_gate(GateCursor* cursor) {
     {
-      GateLock lock(gate_mu_);
+      WriterLock<Mutex> lock(gate_mu_);
       std::erase(gates_, cursor);
     }
     // A departed subscriber can never hold producers back: let them re-check.
@@ -213,7 +190,7 @@ class BroadcastRing {
 
   /// Lowest cursor among live kBlock subscribers, kNoGate if none; refreshes the cache.
   uint64_t recompute_gate() {
-    GateLock lock(gate_mu_);
+    WriterLock<Mutex> lock(gate_mu_);
     uint64_t gate = kNoGate;
     for (const GateCursor* c : gates_) gate = std::min(gate, c->next.load());
     gate_cache_.store(gate);
@@ -246,7 +223,7 @@ class BroadcastRing {
   alignas(kCacheLine) std::atomic<bool> closed_{false};
   Parker data_parker_;   // subscribers waiting for a message
   Parker space_parker_;  // kBlock producers waiting for the slowest subscriber
-  GateMutex gate_mu_;
+  Mutex gate_mu_;  // detail/mutex.hpp: pthread-backed, so TSan sees it
   std::vector<GateCursor*> gates_ ABSL_GUARDED_BY(gate_mu_);
   std::unique_ptr<Slot[]> slots_;
 };
