@@ -17,18 +17,16 @@
 // figures are RSS, so they include hash-table slack at whatever load factor 1M entries
 // happen to leave (absl and TBB grow by doubling).
 #include <malloc.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
-#include <fstream>
 #include <stdexcept>
 #include <string>
 
 #include "common/cache_baselines.hpp"
+#include "common/memory_probe.hpp"
 
 namespace {
 
@@ -37,23 +35,14 @@ using streamcache::bench::Expiry;
 constexpr uint64_t kCapacity = uint64_t{1} << 20;
 constexpr double kKeyAndValueBytes = 2 * sizeof(uint64_t);
 
-/// Resident bytes of this process (second field of /proc/self/statm, in pages).
-uint64_t resident_bytes() {
-  std::ifstream statm("/proc/self/statm");
-  uint64_t size_pages = 0;
-  uint64_t resident_pages = 0;
-  if (!(statm >> size_pages >> resident_pages)) throw std::runtime_error("cannot read /proc/self/statm");
-  return resident_pages * static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
-}
-
-uint64_t trimmed_resident_bytes() {
+int64_t trimmed_resident_bytes() {
   malloc_trim(0);
-  return resident_bytes();
+  return streamcache::bench::resident_bytes();
 }
 
 template <class Impl>
 void measure(const char* label, uint64_t entries) {
-  const uint64_t before = trimmed_resident_bytes();
+  const int64_t before = trimmed_resident_bytes();
   Impl impl(kCapacity);
   for (uint64_t i = 0; i < entries; ++i) {
     // Keys scattered over 64 bits (splitmix-like odd multiplier, a bijection) so that no
@@ -61,7 +50,7 @@ void measure(const char* label, uint64_t entries) {
     impl.put((i + 1) * 0x9E3779B97F4A7C15ULL, i);
   }
   impl.settle();
-  const uint64_t after = trimmed_resident_bytes();
+  const int64_t after = trimmed_resident_bytes();
   const uint64_t held = impl.size();
   if (held != entries) {
     std::fprintf(stderr, "%s: holds %llu entries, expected %llu (evicted?)\n", label,
@@ -77,45 +66,17 @@ void measure(const char* label, uint64_t entries) {
 /// Runs `measure<Impl>` in a fresh child process; false if the child failed.
 template <class Impl>
 bool measure_in_child(const char* label, uint64_t entries) {
-  std::fflush(stdout);
-  const pid_t pid = fork();
-  if (pid < 0) throw std::runtime_error("fork failed");
-  if (pid == 0) {
-    try {
-      measure<Impl>(label, entries);
-    } catch (const std::exception& e) {
-      std::fprintf(stderr, "%s: %s\n", label, e.what());
-      std::_Exit(1);
-    }
-    std::_Exit(0);
-  }
-  int status = 0;
-  if (waitpid(pid, &status, 0) != pid) throw std::runtime_error("waitpid failed");
-  return WIFEXITED(status) && WEXITSTATUS(status) == 0;
-}
-
-uint64_t parse_entries(int argc, char** argv) {
-  if (argc == 1) return 1000000;
-  if (argc > 2) throw std::invalid_argument("usage: cache_memory [ENTRIES]");
-  const std::string arg = argv[1];
-  size_t used = 0;
-  unsigned long long n = 0;
-  try {
-    n = std::stoull(arg, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  if (used != arg.size() || n == 0 || n > kCapacity) {
-    throw std::invalid_argument("ENTRIES must be an integer in [1, 1048576], got '" + arg + "'");
-  }
-  return n;
+  return streamcache::bench::run_in_child(label, [&] {
+    measure<Impl>(label, entries);
+    return true;
+  });
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
   try {
-    const uint64_t entries = parse_entries(argc, argv);
+    const uint64_t entries = streamcache::bench::parse_entries(argc, argv, "cache_memory", 1, kCapacity);
     std::printf("%llu uint64_t -> uint64_t entries, capacity %llu; bytes per entry beyond key and value\n",
                 static_cast<unsigned long long>(entries), static_cast<unsigned long long>(kCapacity));
     std::printf("%-34s %14s %12s\n", "implementation", "RSS delta", "bytes/entry");

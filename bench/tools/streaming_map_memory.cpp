@@ -27,10 +27,7 @@
 //    whole history to kSnapshotEnd. Before the pass and at every 4096th event (and at the
 //    end) read malloc and RSS; the pass's extra peak = max(sample) - before. The new-counter
 //    peak is exact. Bar: extra peak < 1% of the map's footprint.
-#include <fcntl.h>
 #include <malloc.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <array>
@@ -44,6 +41,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "common/memory_probe.hpp"
 #include "streamcache/streaming_map.hpp"
 
 // ---- Counting operator new / delete -------------------------------------------------------
@@ -122,22 +120,6 @@ constexpr double kMiB = 1024.0 * 1024.0;
 
 constexpr uint64_t scatter(uint64_t i) { return (i + 1) * 0x9E3779B97F4A7C15ULL; }
 
-/// Resident bytes, read without allocating (an ifstream's buffer would show up in the
-/// malloc counters being sampled).
-int64_t resident_bytes() {
-  const int fd = open("/proc/self/statm", O_RDONLY);
-  if (fd < 0) throw std::runtime_error("cannot open /proc/self/statm");
-  std::array<char, 128> buf{};
-  const ssize_t n = read(fd, buf.data(), buf.size() - 1);
-  close(fd);
-  unsigned long long size_pages = 0;
-  unsigned long long resident_pages = 0;
-  if (n <= 0 || std::sscanf(buf.data(), "%llu %llu", &size_pages, &resident_pages) != 2) {
-    throw std::runtime_error("cannot read /proc/self/statm");
-  }
-  return static_cast<int64_t>(resident_pages) * sysconf(_SC_PAGESIZE);
-}
-
 int64_t malloc_bytes() {
   const struct mallinfo2 mi = mallinfo2();
   return static_cast<int64_t>(mi.uordblks + mi.hblkhd);
@@ -154,7 +136,7 @@ Reading read_memory(bool trim) {
   Reading r;
   r.malloc = malloc_bytes();
   r.news = g_new_bytes.load(std::memory_order_relaxed);  // relaxed: see count_allocation()
-  r.rss = resident_bytes();
+  r.rss = streamcache::bench::resident_bytes();
   return r;
 }
 
@@ -252,52 +234,12 @@ void measure_history_pass(const char* label, size_t span, uint64_t entries, bool
             extra_rss < 0.01 * footprint_rss;
 }
 
-// ---- Plumbing -----------------------------------------------------------------------------
-
-/// Runs `body` in a fresh child process; false if it failed (or `body` reported failure).
-template <class Body>
-bool in_child(const char* label, Body&& body) {
-  std::fflush(stdout);
-  const pid_t pid = fork();
-  if (pid < 0) throw std::runtime_error("fork failed");
-  if (pid == 0) {
-    int code = 0;
-    try {
-      code = body() ? 0 : 3;
-    } catch (const std::exception& e) {
-      std::fprintf(stderr, "%s: %s\n", label, e.what());
-      code = 1;
-    }
-    std::fflush(stdout);
-    std::_Exit(code);
-  }
-  int status = 0;
-  if (waitpid(pid, &status, 0) != pid) throw std::runtime_error("waitpid failed");
-  return WIFEXITED(status) && WEXITSTATUS(status) == 0;
-}
-
-uint64_t parse_entries(int argc, char** argv) {
-  if (argc == 1) return 1000000;
-  if (argc > 2) throw std::invalid_argument("usage: streaming_map_memory [ENTRIES]");
-  const std::string arg = argv[1];
-  size_t used = 0;
-  unsigned long long n = 0;
-  try {
-    n = std::stoull(arg, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  if (used != arg.size() || n < kSampleEvery || n > (uint64_t{1} << 31)) {
-    throw std::invalid_argument("ENTRIES must be an integer in [4096, 2^31], got '" + arg + "'");
-  }
-  return n;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
   try {
-    const uint64_t entries = parse_entries(argc, argv);
+    const uint64_t entries =
+        streamcache::bench::parse_entries(argc, argv, "streaming_map_memory", kSampleEvery, uint64_t{1} << 31);
     std::printf("%llu uint64_t -> 64-byte value entries (default options, no bound, no expiry)\n\n",
                 static_cast<unsigned long long>(entries));
 
@@ -306,11 +248,11 @@ int main(int argc, char** argv) {
     std::printf("%-22s %13s %13s %9s %9s %9s %9s %9s\n", "timestamps", "empty map", "entries", "RSS/e",
                 "malloc/e", "new/e", "RSS bey.", "new bey.");
     bool ok = true;
-    ok &= in_child("uint32_t", [&] {
+    ok &= streamcache::bench::run_in_child("uint32_t", [&] {
       measure_entry_cost<uint32_t>("uint32_t (compact)", entries);
       return true;
     });
-    ok &= in_child("uint64_t", [&] {
+    ok &= streamcache::bench::run_in_child("uint64_t", [&] {
       measure_entry_cost<uint64_t>("uint64_t (default)", entries);
       return true;
     });
@@ -320,12 +262,12 @@ int main(int argc, char** argv) {
     std::printf("%-22s %13s %13s | %13s %13s %13s | %8s %8s %8s\n", "pass", "map RSS", "map malloc",
                 "extra RSS", "extra malloc", "extra new", "RSS", "malloc", "new");
     bool bar = true;
-    ok &= in_child("stream()", [&] {
+    ok &= streamcache::bench::run_in_child("stream()", [&] {
       bool met = false;
       measure_history_pass("stream()", 0, entries, met);
       return met;
     });
-    ok &= in_child("stream_batches(64)", [&] {
+    ok &= streamcache::bench::run_in_child("stream_batches(64)", [&] {
       bool met = false;
       measure_history_pass("stream_batches(64)", 64, entries, met);
       return met;
