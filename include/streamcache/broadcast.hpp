@@ -159,12 +159,16 @@ class Subscriber {
   friend class Broadcast<T>;
   using Ring = detail::BroadcastRing<T>;
 
-  Subscriber(std::shared_ptr<Ring> ring, uint64_t from, bool born_closed)
+  // `replay`: the caller asked for `from` (subscribe_from), so a later start is lag
+  // it must hear about. Otherwise (subscribe) the subscription takes effect when it
+  // registers: sequences claimed meanwhile by a producer no subscriber held back are
+  // concurrent with subscribing, not missed.
+  Subscriber(std::shared_ptr<Ring> ring, uint64_t from, bool born_closed, bool replay)
       : ring_(std::move(ring)), next_(from), born_closed_(born_closed) {
     if (ring_->blocks_producers() && !born_closed_) {
       gate_ = std::make_unique<detail::GateCursor>();
       next_ = ring_->register_gate(gate_.get(), from);
-      pending_missed_ = next_ - from;
+      if (replay) pending_missed_ = next_ - from;
     }
   }
 
@@ -305,7 +309,9 @@ class Broadcast {
 
   /// Receives the messages published after this call. After close(): a subscriber
   /// that reports kClosed.
-  Subscriber<T> subscribe() { return subscribe_at(ring_->published_cursor() + 1); }
+  Subscriber<T> subscribe() {
+    return subscribe_at(ring_->published_cursor() + 1, /*replay=*/false);
+  }
 
   /// Replays from `seq` while the ring still holds it; otherwise its first receive is
   /// kLagged with the exact count of the messages it cannot have. `seq` 0 means 1.
@@ -317,7 +323,7 @@ class Broadcast {
                                   " is beyond published_cursor() + 1 = " +
                                   std::to_string(published + 1));
     }
-    return subscribe_at(seq == 0 ? 1 : seq);
+    return subscribe_at(seq == 0 ? 1 : seq, /*replay=*/true);
   }
 
  private:
@@ -346,8 +352,8 @@ class Broadcast {
     return std::make_shared<Ring>(std::bit_ceil(options.capacity), block, mode);
   }
 
-  Subscriber<T> subscribe_at(uint64_t from) {
-    return Subscriber<T>(ring_, from, ring_->closed());
+  Subscriber<T> subscribe_at(uint64_t from, bool replay) {
+    return Subscriber<T>(ring_, from, ring_->closed(), replay);
   }
 
   std::shared_ptr<Ring> ring_;

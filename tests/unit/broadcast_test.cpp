@@ -495,6 +495,26 @@ TEST(BroadcastBlock, SubscribeFromOutsideTheWindowReportsLagOnce) {
   EXPECT_THAT(drain(sub), testing::ElementsAre(3, 4, 5, 6));
 }
 
+// A plain subscribe() asks for what is published after it; it takes effect when it
+// registers with the gate. A producer running free (no subscriber holds it back) may
+// claim far ahead in between: that must never make the new subscriber start lagged.
+TEST(BroadcastBlock, SubscribeNeverStartsLaggedWhileAProducerRunsFree) {
+  Broadcast<uint64_t> b(BroadcastOptions{.capacity = 2, .overflow = Overflow::kBlock});
+  std::jthread producer([&](std::stop_token stop) {
+    while (!stop.stop_requested()) b.publish(1);
+  });
+  const auto until = std::chrono::steady_clock::now() + milliseconds(200);
+  int subscriptions = 0;
+  while (std::chrono::steady_clock::now() < until || subscriptions < 1000) {
+    auto sub = b.subscribe();
+    ++subscriptions;
+    ASSERT_EQ(sub.missed_total(), 0u) << "after " << subscriptions << " subscriptions";
+    const Received<uint64_t> r = sub.recv();
+    ASSERT_EQ(r.status, RecvStatus::kOk) << "after " << subscriptions << " subscriptions";
+    if (subscriptions > 100'000) break;
+  }
+}
+
 // --- value types -----------------------------------------------------------------------------------
 
 struct Quote {

@@ -138,8 +138,8 @@ class BroadcastRing {
 
   /// Registers a kBlock subscriber whose first wanted sequence is `from`. Returns the
   /// sequence it may really start at: `from`, or later if producers that claimed
-  /// before the registration may already be overwriting `from` (then the gap is
-  /// reported to the subscriber as lag).
+  /// before the registration may already be overwriting `from` (a subscribe_from()
+  /// reports that gap as lag; a plain subscribe() just starts later).
   uint64_t register_gate(GateCursor* cursor, uint64_t from) {
     WriterLock<Mutex> lock(gate_mu_);
     // Lower the cache first (seq_cst), then read claim_ (seq_cst): a producer either
