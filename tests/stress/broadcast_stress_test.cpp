@@ -120,8 +120,11 @@ class StreamChecker {
   std::array<uint64_t, kProducers> last_{};
 };
 
+// `producers` below kProducers: with one producer the ring's sequencer stays in its
+// single-owner mode (plain claims), so the handshakes that lean on heavy_barrier()
+// (waking subscribers, kBlock registration) are the ones under test.
 template <class Codec>
-void run_stress(BroadcastOptions options, bool use_batches) {
+void run_stress(BroadcastOptions options, bool use_batches, int producer_count = kProducers) {
   using T = typename Codec::T;
   // Under backpressure a live subscriber never lags: only a replay that starts
   // outside the window does, once, up front.
@@ -226,7 +229,7 @@ void run_stress(BroadcastOptions options, bool use_batches) {
   }
 
   std::vector<std::thread> producers;
-  for (int p = 0; p < kProducers; ++p) {
+  for (int p = 0; p < producer_count; ++p) {
     producers.emplace_back([&, p] {
       for (uint64_t i = 1; i <= kMessagesPerProducer; ++i) {
         if ((i & 255) == 0 && std::chrono::steady_clock::now() >= deadline) break;
@@ -277,6 +280,100 @@ TEST(BroadcastStress, BlockU64BackpressureWithChurningSubscribers) {
 
 TEST(BroadcastStress, BlockStringsBatches) {
   run_stress<StringCodec>({.capacity = 16, .overflow = Overflow::kBlock}, /*use_batches=*/true);
+}
+
+TEST(BroadcastStress, SingleProducerBlockU64ChurningSubscribersNeverLagOrHang) {
+  run_stress<U64Codec>({.capacity = 32, .overflow = Overflow::kBlock}, /*use_batches=*/false,
+                       /*producer_count=*/1);
+}
+
+TEST(BroadcastStress, SingleProducerOverwriteU64Batches) {
+  run_stress<U64Codec>({.capacity = 64}, /*use_batches=*/true, /*producer_count=*/1);
+}
+
+// The single producer's claims and stamps are plain stores; a subscriber about to
+// sleep makes them visible with a heavy barrier. Ping-pong forces a sleep per message:
+// a lost wake-up shows as a timeout.
+TEST(BroadcastStress, SingleProducerPingPongNeverLosesAWakeUp) {
+  constexpr uint64_t kRounds = 2000;
+  const auto deadline = std::chrono::steady_clock::now() + kTimeBudget;
+  Broadcast<uint64_t> ping;
+  Broadcast<uint64_t> pong;
+  Subscriber<uint64_t> ping_sub = ping.subscribe();
+  Subscriber<uint64_t> pong_sub = pong.subscribe();
+  std::atomic<uint64_t> rounds_done{0};
+  std::thread echo([&] {
+    for (;;) {
+      Received<uint64_t> r = ping_sub.recv_for(std::chrono::seconds(5));
+      if (r.status == RecvStatus::kClosed) return;
+      if (r.status != RecvStatus::kOk) {
+        ADD_FAILURE() << "echo side got status " << static_cast<int>(r.status);
+        return;
+      }
+      pong.publish(*r.value);
+    }
+  });
+  for (uint64_t i = 1; i <= kRounds && std::chrono::steady_clock::now() < deadline; ++i) {
+    ping.publish(i);
+    Received<uint64_t> r = pong_sub.recv_for(std::chrono::seconds(5));
+    ASSERT_EQ(r.status, RecvStatus::kOk) << "round " << i << ": a wake-up was lost";
+    ASSERT_EQ(*r.value, i);
+    rounds_done.store(i, std::memory_order_relaxed);
+  }
+  ping.close();
+  echo.join();
+  EXPECT_GT(rounds_done.load(), 0u);
+}
+
+// One thread publishes alone (it owns the sequencer), then others join while it keeps
+// going: ownership is revoked under load. Every sequence must be taken exactly once,
+// so a lossless subscriber sees 1..N with each producer's messages in its order.
+TEST(BroadcastStress, SecondProducerJoiningTakesOverTheSequencerWithoutDuplicates) {
+  constexpr uint64_t kSolo = 20'000;
+  constexpr uint64_t kEach = 30'000;
+  const auto deadline = std::chrono::steady_clock::now() + kTimeBudget;
+  Broadcast<uint64_t> b({.capacity = 256, .overflow = Overflow::kBlock});
+  Subscriber<uint64_t> sub = b.subscribe();
+  std::atomic<bool> solo_done{false};
+  std::atomic<uint64_t> published{0};
+  std::vector<std::thread> producers;
+  for (int p = 0; p < kProducers; ++p) {
+    producers.emplace_back([&, p] {
+      const uint64_t count = p == 0 ? kSolo + kEach : kEach;
+      for (uint64_t i = 1; i <= count; ++i) {
+        if ((i & 255) == 0 && std::chrono::steady_clock::now() >= deadline) break;
+        if (p == 0 && i == kSolo) solo_done.store(true);
+        if (p != 0 && i == 1) {
+          while (!solo_done.load()) std::this_thread::yield();
+        }
+        if (p % 2 == 0) {
+          b.publish(U64Codec::encode(p, i));
+        } else {  // the checker expects odd producers to send their own sequence
+          const uint64_t seq = b.claim();
+          b.publish_claimed(seq, U64Codec::encode(p, seq));
+        }
+        published.fetch_add(1, std::memory_order_relaxed);
+      }
+    });
+  }
+  StreamChecker<U64Codec> check(1);
+  std::thread consumer([&] {
+    std::vector<uint64_t> batch;
+    bool ok = true;
+    for (;;) {  // after a failure, keep draining so that producers never block for good
+      batch.clear();
+      const uint64_t from = sub.next_seq();
+      const size_t n = sub.recv_batch(batch, 64);
+      if (n == 0) return;
+      for (size_t i = 0; i < n && ok; ++i) ok = check.ok(from + i, batch[i]);
+    }
+  });
+  for (auto& t : producers) t.join();
+  EXPECT_EQ(b.published_cursor(), published.load());
+  b.close();
+  consumer.join();
+  EXPECT_EQ(check.expected(), published.load() + 1);
+  EXPECT_EQ(sub.missed_total(), 0u);
 }
 
 }  // namespace

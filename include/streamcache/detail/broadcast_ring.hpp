@@ -3,7 +3,8 @@
 // Subscribers, so a Subscriber outliving its Broadcast never dangles.
 //
 // Protocol (sequences start at 1; slot of s = s & mask):
-//   producer: 1. s = ++claim_                       (the only RMW every publish pays)
+//   producer: 1. s = sequencer_.next()              (a plain load + store while one thread
+//                                                    publishes; a fetch_add once several do)
 //             2. kBlock only: wait until every live subscriber has read s - capacity
 //             3. wait for the slot's previous writer (s - capacity) to finish, write the
 //                value, store stamp 2s (release)
@@ -29,6 +30,8 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "streamcache/detail/asymmetric_barrier.hpp"
+#include "streamcache/detail/broadcast_sequencer.hpp"
 #include "streamcache/detail/broadcast_slot.hpp"
 #include "streamcache/detail/broadcast_wait.hpp"
 #include "streamcache/detail/mutex.hpp"
@@ -65,7 +68,8 @@ class BroadcastRing {
   /// the wait; that sequence then stays unpublished, which only matters after close).
   uint64_t claim() {
     if (closed_.load()) throw std::logic_error("Broadcast: publish after close()");
-    const uint64_t seq = claim_.fetch_add(1) + 1;  // seq_cst: the Dekker handshake with waiting subscribers (see has_claimed)
+    const uint64_t seq = sequencer_.next();
+    light_barrier();  // the light side for register_gate(): our claim, then the gate load
     if (block_producers_ && seq > capacity_ && !gate_allows(seq, gate_cache_.load())) {
       wait_for_gate(seq);
     }
@@ -85,6 +89,9 @@ class BroadcastRing {
       BroadcastRing* ring;
       uint64_t seq;
       ~Notify() {
+        // The light side for waiting subscribers (their heavy side is in wait_readable):
+        // the claim and stamp stores above stay above the parker load, in the compiler.
+        light_barrier();
         ring->data_parker_.notify_if_waiting();
         // Keep the published hint close, so published_cursor() scans a short distance.
         if ((seq & (kHintStride - 1)) == 0) ring->published_cursor();
@@ -109,8 +116,6 @@ class BroadcastRing {
     return std::max(hint, end);
   }
 
-  uint64_t claimed() const noexcept { return claim_.load(); }
-
   template <class Sink>
   ReadStatus read(uint64_t seq, Sink&& sink) const {
     return slots_[seq & mask_].read(seq, std::forward<Sink>(sink));
@@ -122,7 +127,9 @@ class BroadcastRing {
   /// Where a subscriber that found `seq` overwritten continues: the oldest sequence
   /// no producer has claimed to overwrite yet (everything before it is lost to it).
   uint64_t lag_target(uint64_t seq) const noexcept {
-    const uint64_t claimed_now = claim_.load();
+    // The producer that overwrote `seq` claimed before it wrote, so this is at least
+    // its sequence (stamps are release stores after the claim); max() covers the rest.
+    const uint64_t claimed_now = sequencer_.claimed();
     const uint64_t oldest = claimed_now >= capacity_ ? claimed_now - capacity_ + 1 : 1;
     return std::max(seq + 1, oldest);
   }
@@ -133,7 +140,10 @@ class BroadcastRing {
         mode_, data_parker_, [&] { return complete(seq) || closed_.load(); },
         // A producer that claimed `seq` before we registered may have checked the
         // waiter count before it too: its wake-up is not promised, so don't sleep long.
-        [&] { return claim_.load() >= seq; }, deadline, stop);
+        [&] { return sequencer_.claimed() >= seq; },
+        // A single producer's claim and stamp are plain stores: make them visible
+        // before the re-check (heavy side; the producer's notify is the light side).
+        [&] { sequencer_.fence_for_readers(); }, deadline, stop);
   }
 
   /// Registers a kBlock subscriber whose first wanted sequence is `from`. Returns the
@@ -142,10 +152,12 @@ class BroadcastRing {
   /// reports that gap as lag; a plain subscribe() just starts later).
   uint64_t register_gate(GateCursor* cursor, uint64_t from) {
     WriterLock<Mutex> lock(gate_mu_);
-    // Lower the cache first (seq_cst), then read claim_ (seq_cst): a producer either
-    // claimed before our read (and is accounted for below) or sees the lowered cache.
+    // Lower the cache first (seq_cst), then read the claims (after the heavy barrier
+    // when a single producer claims with plain stores): a producer either claimed
+    // before our read (and is accounted for below) or sees the lowered cache.
     gate_cache_.store(std::min(gate_cache_.load(), from));
-    const uint64_t claimed_now = claim_.load();
+    sequencer_.fence_for_readers();
+    const uint64_t claimed_now = sequencer_.claimed();
     if (claimed_now >= capacity_) from = std::max(from, claimed_now - capacity_ + 1);
     cursor->next.store(from);
     gates_.push_back(cursor);
@@ -204,7 +216,7 @@ class BroadcastRing {
     const auto outcome = await_condition(
         mode_, space_parker_,
         [&] { return closed_.load() || gate_allows(seq, recompute_gate()); },
-        [] { return false; }, std::nullopt, never);
+        [] { return false; }, [] {}, std::nullopt, never);
     (void)outcome;
     if (closed_.load() && !gate_allows(seq, recompute_gate())) {
       throw std::logic_error("Broadcast: close() while publish was waiting for space");
@@ -217,7 +229,7 @@ class BroadcastRing {
   const WaitMode mode_;
   const uint64_t gate_stride_;  // a power of two
 
-  alignas(kCacheLine) std::atomic<uint64_t> claim_{0};
+  Sequencer sequencer_;
   alignas(kCacheLine) std::atomic<uint64_t> published_hint_{0};
   alignas(kCacheLine) std::atomic<uint64_t> gate_cache_{kNoGate};
   alignas(kCacheLine) std::atomic<bool> closed_{false};

@@ -50,8 +50,10 @@ inline void cpu_relax() noexcept {
 ///   waker:  1. make the condition true   2. if armed_.exchange(false): epoch_ += 1, wake sleepers
 /// Either the waker's step 2 sees the arming, or the waiter's step 3 sees the
 /// condition. A sleeper read its epoch before arming, so the waker that disarms it
-/// moves the epoch away from the one it sleeps on. The ring relies on the waker's step 1 being
-/// (or following) a seq_cst RMW.
+/// moves the epoch away from the one it sleeps on. A waker whose step 1 ends with a
+/// release store and no full fence before step 2 (a publish by the ring's single
+/// producer) needs the waiter to run heavy_barrier() between its steps 2 and 3
+/// (await_condition's `after_arm`).
 class Parker {
  public:
   /// Arms the parker and returns the epoch to sleep on. Pair with finish_wait().
@@ -126,10 +128,12 @@ class Parker {
 /// (checked after arming too) says that the condition may become true without a
 /// notification (a producer that claimed the awaited sequence before we armed may
 /// have looked at `armed_` already); then the waiter yields instead of sleeping.
-template <class Ready, class WakeNotPromised>
+/// `after_arm()` runs between arming and that re-check: the place for the heavy side
+/// of an asymmetric fence when the notifying side only has the light one.
+template <class Ready, class WakeNotPromised, class AfterArm>
 WaitOutcome await_condition(WaitMode mode, Parker& parker, Ready&& ready,
-                            WakeNotPromised&& wake_not_promised, const Deadline& deadline,
-                            const std::stop_token& stop) {
+                            WakeNotPromised&& wake_not_promised, AfterArm&& after_arm,
+                            const Deadline& deadline, const std::stop_token& stop) {
   // Spinning first pays off when the other side is mid-operation (nanoseconds);
   // yielding next lets a descheduled other side run on a busy machine; beyond that,
   // a kBlocking waiter gives its core back.
@@ -167,6 +171,7 @@ WaitOutcome await_condition(WaitMode mode, Parker& parker, Ready&& ready,
     if (!on_stop && stop.stop_possible()) on_stop.emplace(stop, Waker{&parker});
     const bool timed = deadline.has_value();
     const uint32_t epoch = parker.prepare_wait(timed);
+    after_arm();
     if (!ready() && !stop.stop_requested()) {
       if (wake_not_promised()) {
         // The other side is mid-operation and may not wake us. It usually finishes
