@@ -8,7 +8,7 @@
 #include <thread>
 
 #include "streamcache/detail/asymmetric_barrier.hpp"
-#include "streamcache/detail/broadcast_wait.hpp"
+#include "streamcache/detail/backoff.hpp"
 #include "streamcache/detail/cache_line.hpp"
 
 namespace streamcache::detail {
@@ -88,7 +88,8 @@ class Sequencer {
 
   // Out of line: runs for the first claim and then only once several threads publish.
   [[gnu::noinline]] uint64_t next_slow(uint64_t me) noexcept {
-    for (uint32_t spins = 0;; ++spins) {
+    Backoff backoff;
+    for (;;) {
       uint64_t owner = owner_.load(std::memory_order_acquire);  // acquire: pairs with the release store of kShared in revoke()
       if (owner == kShared) return claimed_.fetch_add(1) + 1;
       if (owner == kNobody) {
@@ -97,11 +98,7 @@ class Sequencer {
         }
       } else if (owner == kRevoking) {
         // Another thread is waiting for the owner's last plain claim: microseconds.
-        if (spins < 64) {
-          cpu_relax();
-        } else {
-          std::this_thread::yield();
-        }
+        backoff.pause();
       } else if (owner != me) {
         revoke(owner);
       } else if (const uint64_t seq = try_claim_as_owner(me); seq != 0) {
@@ -114,13 +111,8 @@ class Sequencer {
     if (!owner_.compare_exchange_strong(owner, kRevoking)) return;  // somebody else got there
     heavy_barrier();
     // acquire: pairs with the release store ending the owner's plain claim.
-    for (uint32_t spins = 0; busy_.load(std::memory_order_acquire); ++spins) {
-      if (spins < 64) {
-        cpu_relax();
-      } else {
-        std::this_thread::yield();
-      }
-    }
+    Backoff backoff;
+    while (busy_.load(std::memory_order_acquire)) backoff.pause();
     owner_.store(kShared, std::memory_order_release);  // release: pairs with the acquire load in next_slow()
   }
 

@@ -17,7 +17,7 @@
 #include <type_traits>
 #include <utility>
 
-#include "streamcache/detail/broadcast_wait.hpp"
+#include "streamcache/detail/backoff.hpp"
 
 namespace streamcache::detail {
 
@@ -53,13 +53,8 @@ class SlotStamp {
     const uint64_t expected = predecessor_stamp(seq, capacity);
     // acquire: pairs with the release store ending the previous writer's write(), so
     // our overwrite is ordered after its stores (and its destruction of the old value).
-    for (int spins = 0; stamp_.load(std::memory_order_acquire) != expected; ++spins) {
-      if (spins < 64) {
-        cpu_relax();
-      } else {
-        std::this_thread::yield();
-      }
-    }
+    Backoff backoff;
+    while (stamp_.load(std::memory_order_acquire) != expected) backoff.pause();
   }
 
  protected:

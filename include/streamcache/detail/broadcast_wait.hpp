@@ -18,10 +18,7 @@
 #include <ctime>
 #endif
 
-#if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h>
-#endif
-
+#include "streamcache/detail/backoff.hpp"
 #include "streamcache/detail/cache_line.hpp"
 
 namespace streamcache::detail {
@@ -31,13 +28,6 @@ enum class WaitOutcome { kReady, kTimeout, kCancelled };
 
 using Deadline = std::optional<std::chrono::steady_clock::time_point>;
 
-inline void cpu_relax() noexcept {
-#if defined(__x86_64__) || defined(__i386__)
-  _mm_pause();
-#else
-  std::this_thread::yield();
-#endif
-}
 
 /// A wake-up word for kBlocking waits: waiters sleep on a 32-bit epoch that every
 /// wake-up increments. A waiter arms `armed_` before sleeping; a waker that finds it

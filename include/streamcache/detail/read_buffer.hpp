@@ -7,21 +7,11 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
-#include <thread>
 
 #include "streamcache/detail/cache_line.hpp"
+#include "streamcache/detail/thread_stripe.hpp"
 
 namespace streamcache::detail {
-
-/// The stripe a thread records into. Threads are spread round-robin over stripes when
-/// they first touch any cache, so two threads share a stripe only when there are more
-/// threads than stripes.
-inline uint32_t thread_stripe_probe() {
-  static std::atomic<uint32_t> next{0};
-  // relaxed: only distinctness matters, not ordering with other memory.
-  thread_local const uint32_t probe = next.fetch_add(1, std::memory_order_relaxed);
-  return probe;
-}
 
 /// Read records are applied to the policy in batches by whichever thread holds the
 /// maintenance lock, as Caffeine and Moka do: a read costs one uncontended CAS on a
