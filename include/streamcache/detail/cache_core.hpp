@@ -499,6 +499,10 @@ class CacheCore {
  private:
   // ---- Types ---------------------------------------------------------------------------
 
+  // The `order` member when there is no write order: a distinct empty type, since two
+  // empty members of one type may not share an address (that would add 8 bytes per node).
+  struct NoWriteOrder {};
+
   struct alignas(8) Node {
     Node() {}
     ~Node() {}
@@ -508,13 +512,19 @@ class CacheCore {
     union {
       V value;
     };
-    TinyLfuHook policy;    // maintenance-owned
-    TimerWheelHook timer;  // maintenance-owned
-    [[no_unique_address]] typename Ext::NodeExtra extra;                       // shard-owned
-    [[no_unique_address]] std::conditional_t<Ext::kWriteOrder, ListHook, Empty> order;  // shard-owned
+    // The two flags live in the policy hook's tail padding (see TinyLfuHook): with 8-byte
+    // keys and values a node is 48 bytes, plus the timestamps the configuration uses.
+    [[no_unique_address]] TinyLfuHook policy;  // maintenance-owned
     bool alive = false;    // shard-owned
     bool marker = false;   // shard-owned: a HistoryCursor's place holder, never alive
+    TimerWheelHook timer;  // maintenance-owned
+    [[no_unique_address]] typename Ext::NodeExtra extra;                              // shard-owned
+    [[no_unique_address]] std::conditional_t<Ext::kWriteOrder, ListHook, NoWriteOrder> order;  // shard-owned
   };
+  static_assert(!(std::is_same_v<K, uint64_t> && std::is_same_v<V, uint64_t> &&
+                  std::is_same_v<Ext, NoExtension>) ||
+                    sizeof(Node) == 48,
+                "a uint64_t -> uint64_t node is 48 bytes (the memory bar depends on it)");
 
   struct Slot {
     NodeId id;
