@@ -1,0 +1,56 @@
+#include "streamcache/detail/thread_stripe.hpp"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <barrier>
+#include <cstdint>
+#include <set>
+#include <thread>
+#include <vector>
+
+namespace streamcache::detail {
+namespace {
+
+uint32_t probe_of_new_thread() {
+  uint32_t probe = 0;
+  std::thread([&] { probe = thread_stripe_probe(); }).join();
+  return probe;
+}
+
+TEST(ThreadStripe, AThreadKeepsItsProbe) {
+  const uint32_t first = thread_stripe_probe();
+  EXPECT_EQ(thread_stripe_probe(), first);
+}
+
+TEST(ThreadStripe, LiveThreadsHaveDistinctProbes) {
+  constexpr int kThreads = 4;
+  std::vector<uint32_t> probes(kThreads);
+  std::barrier all_alive(kThreads);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      probes[t] = thread_stripe_probe();
+      all_alive.arrive_and_wait();  // nobody exits before everybody holds a probe
+    });
+  }
+  for (auto& t : threads) t.join();
+  const std::set<uint32_t> distinct(probes.begin(), probes.end());
+  EXPECT_EQ(distinct.size(), probes.size());
+  EXPECT_EQ(distinct.count(thread_stripe_probe()), 0u) << "the main thread is alive too";
+}
+
+// The regression: with a round-robin counter, the n-th short-lived thread landed on the
+// stripe of a long-lived one (the main thread here) once the counter wrapped.
+TEST(ThreadStripe, ShortLivedThreadsReuseProbesInsteadOfWalkingOntoLiveOnes) {
+  const uint32_t main_probe = thread_stripe_probe();
+  const uint32_t first = probe_of_new_thread();
+  for (int i = 0; i < 100; ++i) {
+    const uint32_t probe = probe_of_new_thread();
+    EXPECT_NE(probe, main_probe);
+    EXPECT_EQ(probe, first) << "thread " << i << " did not get the freed probe back";
+  }
+}
+
+}  // namespace
+}  // namespace streamcache::detail
