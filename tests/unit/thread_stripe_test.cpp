@@ -25,6 +25,7 @@ TEST(ThreadStripe, AThreadKeepsItsProbe) {
 
 TEST(ThreadStripe, LiveThreadsHaveDistinctProbes) {
   constexpr int kThreads = 4;
+  const uint32_t main_probe = thread_stripe_probe();
   std::vector<uint32_t> probes(kThreads);
   std::barrier all_alive(kThreads);
   std::vector<std::thread> threads;
@@ -37,7 +38,7 @@ TEST(ThreadStripe, LiveThreadsHaveDistinctProbes) {
   for (auto& t : threads) t.join();
   const std::set<uint32_t> distinct(probes.begin(), probes.end());
   EXPECT_EQ(distinct.size(), probes.size());
-  EXPECT_EQ(distinct.count(thread_stripe_probe()), 0u) << "the main thread is alive too";
+  EXPECT_EQ(distinct.count(main_probe), 0u) << "the main thread is alive too";
 }
 
 // The regression: with a round-robin counter, the n-th short-lived thread landed on the
