@@ -126,8 +126,10 @@ WaitOutcome await_condition(WaitMode mode, Parker& parker, Ready&& ready,
                             const Deadline& deadline, const std::stop_token& stop) {
   // Spinning first pays off when the other side is mid-operation (nanoseconds);
   // yielding next lets a descheduled other side run on a busy machine; beyond that,
-  // a kBlocking waiter gives its core back.
-  constexpr uint32_t kSpinsBeforeYield = 64;
+  // a kBlocking waiter gives its core back. The spin is short (about a microsecond):
+  // with more threads than cores, 64 pauses per wait left the producer without a core
+  // (1 producer -> 4 subscribers on 2 cores: 64 M msg/s with 64 spins, 190 with 16).
+  constexpr uint32_t kSpinsBeforeYield = 16;
   constexpr uint32_t kRoundsBeforePark = 128;
 
   struct Waker {
