@@ -6,6 +6,8 @@
 #include <atomic>
 #include <chrono>
 #include <map>
+#include <memory>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -579,6 +581,35 @@ TEST(Cache, WorksWithAWeakUserHash) {
   for (uint64_t i = 0; i < 5000; ++i) cache.insert(i << 20, i);
   cache.run_pending_tasks();
   EXPECT_EQ(cache.entry_count(), 1000u);
+}
+
+}  // namespace
+}  // namespace streamcache
+
+namespace streamcache {
+namespace {
+
+// Each entry's timestamps are stored beside its node; with a value type aligned to more
+// than 8 bytes the node must still be aligned (an over-aligned copy may use aligned
+// vector moves, and UBSan checks every access in the asan run).
+struct alignas(64) WideValue {
+  uint64_t payload[4] = {};
+};
+
+TEST(CacheLayout, OverAlignedValuesWithEveryExpiryClockStayAligned) {
+  auto clock = std::make_shared<ManualClock>();
+  auto cache = Cache<int, WideValue>::builder()
+                   .max_capacity(1000)
+                   .time_to_live(seconds(10))
+                   .time_to_idle(seconds(10))
+                   .clock(clock)
+                   .build();
+  for (int i = 0; i < 500; ++i) cache.insert(i, WideValue{{uint64_t(i), 1, 2, 3}});
+  for (int i = 0; i < 500; ++i) {
+    const std::optional<WideValue> v = cache.get(i);
+    ASSERT_TRUE(v.has_value()) << i;
+    EXPECT_EQ(v->payload[0], uint64_t(i));
+  }
 }
 
 }  // namespace

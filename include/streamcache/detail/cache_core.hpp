@@ -503,7 +503,9 @@ class CacheCore {
   // empty members of one type may not share an address (that would add 8 bytes per node).
   struct NoWriteOrder {};
 
-  struct alignas(8) Node {
+  // At least 8-aligned, for the std::atomic<int64_t> timestamps stored before each node;
+  // more when the key or value asks for it.
+  struct alignas(std::max({alignof(std::atomic<int64_t>), alignof(K), alignof(V)})) Node {
     Node() {}
     ~Node() {}
     union {

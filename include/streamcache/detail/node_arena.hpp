@@ -31,9 +31,11 @@ struct NodeIdCodec {
 /// kFirstChunk << c records, so 27 chunks cover every 32-bit index and growth never
 /// moves a record (a reader holding a Node& or an id stays valid).
 ///
-/// Each record is `stride` bytes: a `Node`, followed by `extra_slots` std::atomic<int64_t>
-/// (the expiry timestamps the cache was configured with, so an entry pays only for the
-/// clocks it uses). Nodes and their slots are constructed once when their chunk is
+/// Each record is `stride` bytes: `extra_slots` std::atomic<int64_t> (the expiry timestamps
+/// the cache was configured with, so an entry pays only for the clocks it uses), followed
+/// by a `Node`. The timestamps come first so that they sit right before the node's key and
+/// value, which a read with expiry checks together: with the timestamps after a 48-byte
+/// node, three reads in four touched a second cache line. Nodes and their slots are constructed once when their chunk is
 /// allocated and destroyed with the arena; the cache constructs and destroys the key and
 /// value inside a node itself.
 ///
@@ -47,7 +49,10 @@ class NodeArena {
   static constexpr int kMaxChunks = 27;
 
   explicit NodeArena(uint32_t extra_slots)
-      : extra_slots_(extra_slots), stride_(sizeof(Node) + extra_slots * sizeof(std::atomic<int64_t>)) {
+      : extra_slots_(extra_slots),
+        // Rounded up so that every record's Node is aligned (for over-aligned keys or values).
+        slots_bytes_((extra_slots * sizeof(std::atomic<int64_t>) + alignof(Node) - 1) / alignof(Node) * alignof(Node)),
+        stride_(slots_bytes_ + sizeof(Node)) {
     static_assert(alignof(Node) >= alignof(std::atomic<int64_t>));
     static_assert(sizeof(Node) % alignof(std::atomic<int64_t>) == 0);
   }
@@ -58,8 +63,8 @@ class NodeArena {
   ~NodeArena() {
     for (uint32_t local = 0; local < constructed_; ++local) {
       char* rec = record(local);
-      reinterpret_cast<Node*>(rec)->~Node();
-      auto* slots = reinterpret_cast<std::atomic<int64_t>*>(rec + sizeof(Node));
+      reinterpret_cast<Node*>(rec + slots_bytes_)->~Node();
+      auto* slots = reinterpret_cast<std::atomic<int64_t>*>(rec);
       for (uint32_t s = 0; s < extra_slots_; ++s) slots[s].~atomic();
     }
     for (int c = 0; c < kMaxChunks; ++c) {
@@ -84,17 +89,17 @@ class NodeArena {
     }
     while (constructed_ <= local) {
       char* rec = record(constructed_);
-      new (rec) Node();
-      auto* slots = reinterpret_cast<std::atomic<int64_t>*>(rec + sizeof(Node));
+      new (rec + slots_bytes_) Node();
+      auto* slots = reinterpret_cast<std::atomic<int64_t>*>(rec);
       for (uint32_t s = 0; s < extra_slots_; ++s) new (&slots[s]) std::atomic<int64_t>(0);
       ++constructed_;
     }
   }
 
-  Node& node(uint32_t local) const { return *reinterpret_cast<Node*>(record(local)); }
+  Node& node(uint32_t local) const { return *reinterpret_cast<Node*>(record(local) + slots_bytes_); }
 
   std::atomic<int64_t>* slots(uint32_t local) const {
-    return reinterpret_cast<std::atomic<int64_t>*>(record(local) + sizeof(Node));
+    return reinterpret_cast<std::atomic<int64_t>*>(record(local));
   }
 
   /// Bytes allocated so far (for memory accounting).
@@ -115,6 +120,7 @@ class NodeArena {
   }
 
   const uint32_t extra_slots_;
+  const size_t slots_bytes_;  // the timestamps before each Node
   const size_t stride_;
   size_t bytes_ = 0;
   uint32_t constructed_ = 0;  // records [0, constructed_) exist; guarded by the shard lock
