@@ -362,6 +362,41 @@ TEST_F(ExpiryFixture, PerEntryExpiryReadHookSeesRemainingAndCanExtend) {
   EXPECT_EQ(cache.entry_count(), 0u);
 }
 
+// Each read brings the deadline forward (1000 s, then 500 s, then 1 s). The second read
+// comes right after maintenance applied the first, which is when the cache stops
+// recording repeated reads of an entry for the policy: with a per-entry Expiry it must
+// still record them, or the timer wheel keeps the old deadline and the removal waits.
+struct ShorterOnEachRead : Expiry<int, std::string> {
+  std::optional<Clock::duration> expire_after_create(const int&, const std::string&, Clock::time_point) override {
+    return seconds(1000);
+  }
+  std::optional<Clock::duration> expire_after_read(const int&, const std::string&, Clock::time_point,
+                                                   std::optional<Clock::duration>) override {
+    return ++reads == 1 ? seconds(500) : seconds(1);
+  }
+  std::optional<Clock::duration> expire_after_update(const int&, const std::string&, Clock::time_point,
+                                                     std::optional<Clock::duration>) override {
+    return std::nullopt;
+  }
+  int reads = 0;
+};
+
+TEST_F(ExpiryFixture, PerEntryDeadlineBroughtForwardByAReadIsRemovedByTheNextMaintenance) {
+  auto cache = StringCache::builder()
+                   .expiry(std::make_shared<ShorterOnEachRead>())
+                   .clock(clock)
+                   .eviction_listener(removals.listener())
+                   .build();
+  cache.insert(1, "v");
+  EXPECT_EQ(cache.get(1), "v");  // deadline 500 s
+  cache.run_pending_tasks();
+  EXPECT_EQ(cache.get(1), "v");  // deadline 1 s
+  clock->advance(seconds(2));
+  cache.run_pending_tasks();
+  EXPECT_EQ(cache.entry_count(), 0u);
+  EXPECT_THAT(removals.calls, ElementsAre(std::make_tuple(1, "v", RemovalCause::kExpired)));
+}
+
 TEST_F(ExpiryFixture, PerEntryUpdateHookKeepsTheDeadlineWhenItReturnsNullopt) {
   auto cache = StringCache::builder().expiry(std::make_shared<KeySeconds>()).clock(clock).build();
   cache.insert(4, "v");
