@@ -364,8 +364,8 @@ TEST_F(ExpiryFixture, PerEntryExpiryReadHookSeesRemainingAndCanExtend) {
 
 // Each read brings the deadline forward (1000 s, then 500 s, then 1 s). The second read
 // comes right after maintenance applied the first, which is when the cache stops
-// recording repeated reads of an entry for the policy: with a per-entry Expiry it must
-// still record them, or the timer wheel keeps the old deadline and the removal waits.
+// recording repeated reads of an entry for the policy: the timer wheel must still learn
+// the new deadline, or the removal waits for the old one.
 struct ShorterOnEachRead : Expiry<int, std::string> {
   std::optional<Clock::duration> expire_after_create(const int&, const std::string&, Clock::time_point) override {
     return seconds(1000);
@@ -395,6 +395,27 @@ TEST_F(ExpiryFixture, PerEntryDeadlineBroughtForwardByAReadIsRemovedByTheNextMai
   cache.run_pending_tasks();
   EXPECT_EQ(cache.entry_count(), 0u);
   EXPECT_THAT(removals.calls, ElementsAre(std::make_tuple(1, "v", RemovalCause::kExpired)));
+}
+
+// Hot entries read over and over are recorded for the policy about once per read epoch,
+// so their reads fill no read buffer; maintenance must still run on reads alone, or
+// nothing removes what expires meanwhile (here the cold entry, idle since the start).
+TEST_F(ExpiryFixture, ReadsAloneKeepRemovingExpiredEntries) {
+  auto cache = StringCache::builder()
+                   .max_capacity(100)
+                   .time_to_idle(seconds(10))
+                   .clock(clock)
+                   .eviction_listener(removals.listener())
+                   .build();
+  for (int k = 0; k < 10; ++k) cache.insert(k, "hot");
+  cache.insert(99, "cold");
+  cache.run_pending_tasks();
+  for (int second = 1; second <= 20; ++second) {
+    clock->advance(seconds(1));
+    for (int i = 0; i < 100; ++i) ASSERT_EQ(cache.get(i % 10), "hot");
+  }
+  EXPECT_THAT(removals.calls, ElementsAre(std::make_tuple(99, "cold", RemovalCause::kExpired)));
+  EXPECT_EQ(cache.entry_count(), 10u);
 }
 
 TEST_F(ExpiryFixture, PerEntryUpdateHookKeepsTheDeadlineWhenItReturnsNullopt) {

@@ -82,7 +82,7 @@ class Sequencer {
       busy_.store(false, std::memory_order_release);  // release: pairs with the acquire wait in revoke(), so this claim precedes the revoker's fetch_add
       return seq;
     }
-    busy_.store(false, std::memory_order_relaxed);  // relaxed: this attempt claimed nothing
+    busy_.store(false, std::memory_order_release);  // release: as above, so a revoker that reads it also sees our earlier claims
     return 0;
   }
 

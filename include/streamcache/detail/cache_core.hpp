@@ -170,6 +170,8 @@ class CacheCore {
     const int64_t now = expires_ ? now_ns() : 0;
     std::optional<V> result;
     uint64_t unrecorded = 0;
+    bool skipped = false;
+    NodeId brought_forward = kNoNode;
     {
       ReaderLock lock(s.mu);
       auto it = s.map.find(key);
@@ -177,8 +179,10 @@ class CacheCore {
         Node& n = node(it->id);
         if (!is_expired(it->id, now)) {
           result.emplace(n.value);
-          on_read_locked(it->id, n, now);
-          if (!applied_this_epoch(n)) {
+          if (on_read_locked(it->id, n, now)) brought_forward = it->id;
+          if (applied_this_epoch(n)) {
+            skipped = true;
+          } else {
             const uint64_t rec = read_record(it->id, h);
             if (!reads_->record(rec)) unrecorded = rec;
           }
@@ -186,12 +190,18 @@ class CacheCore {
       }
     }
     stats_->add(result ? kHits : kMisses);
+    if (brought_forward != kNoNode) reschedule_now(brought_forward);
     if (unrecorded != 0) {
-      // Our stripe is full: drain it if nobody else is, then retry once, so that a
-      // single-threaded user never loses a read. (The id may be stale by now; stale
-      // records are harmless, see invariant 3.)
+      // Our stripe is full (or we lost it to a thread sharing it): drain it if nobody
+      // else is, then retry once, so that a single-threaded user never loses a read.
+      // (The id may be stale by now; stale records are harmless, see invariant 3.)
       if (in_maintenance_ != this && maintenance_mu_.try_lock()) maintain_and_unlock();
       reads_->record(unrecorded);
+    } else if (skipped && (++skipped_reads_ & (ReadBuffer::kStripeSize - 1)) == 0) {
+      // Deduplicated reads fill no stripe, yet reads must keep maintenance running
+      // (expiry, and the read epoch itself, which only maintenance advances): every
+      // kStripeSize of them on a thread count as a full stripe.
+      if (in_maintenance_ != this && maintenance_mu_.try_lock()) maintain_and_unlock();
     }
     return result;
   }
@@ -643,14 +653,12 @@ class CacheCore {
   /// the entry's recency is refreshed at least once per quarter-cache of reads. Measured
   /// (docs/notes/cache_benchmarks.md): every anchors hit ratio within 0.002 of recording
   /// every read; a full-cache epoch lost 2 points on `shift`, so the epoch stays short.
+  /// What reads must still do without records: keep maintenance running (get() counts
+  /// skipped hits as if they filled a stripe) and tell the timer wheel about a per-entry
+  /// deadline brought forward (reschedule_now(), which never relied on the lossy buffer).
   /// Both epochs are hints read with relaxed loads: a stale answer costs one extra or one
-  /// missing record, never correctness.
-  ///
-  /// Never with a per-entry Expiry: expire_after_read may bring the deadline forward, and
-  /// the read record is what reschedules the timer wheel (drain_reads()), so that the
-  /// entry is removed by the next maintenance after it expires.
+  /// missing record.
   bool applied_this_epoch(const Node& n) const {
-    if (custom_slot_ >= 0) return false;
     // relaxed: see above; written by drain_reads() and when a node is (re)used.
     return n.read_epoch.load(std::memory_order_relaxed) == read_epoch_.load(std::memory_order_relaxed);
   }
@@ -703,15 +711,41 @@ class CacheCore {
   /// A read hit under the shard's shared lock: moves time-to-idle and the per-entry
   /// deadline. Concurrent readers may race here; each store is atomic and any of them
   /// is a valid outcome.
-  void on_read_locked(NodeId id, Node& n, int64_t now) {
-    if (!expires_) return;
+  /// Returns true when the per-entry Expiry brought the deadline forward: the timer wheel
+  /// then has a later one and must be told (reschedule_now()).
+  bool on_read_locked(NodeId id, Node& n, int64_t now) {
+    if (!expires_) return false;
     std::atomic<int64_t>* t = times(id);
     // relaxed: see deadline().
     if (tti_slot_ >= 0) t[tti_slot_].store(saturating_add(now, config_.time_to_idle->count()), std::memory_order_relaxed);
     if (custom_slot_ >= 0) {
       auto d = config_.expiry->expire_after_read(n.key, n.value, to_time(now), remaining(id, now));
-      if (d) t[custom_slot_].store(deadline_after(now, d), std::memory_order_relaxed);
+      if (d) {
+        const int64_t before = t[custom_slot_].load(std::memory_order_relaxed);  // relaxed: see deadline()
+        const int64_t after = deadline_after(now, d);
+        t[custom_slot_].store(after, std::memory_order_relaxed);
+        return after < before;
+      }
     }
+    return false;
+  }
+
+  /// A read brought a per-entry deadline forward. The read buffer is lossy, so the wheel
+  /// learns it here, under the maintenance lock (blocking: this is rare, a read hook that
+  /// shortens the time left), and the entry is removed by the first maintenance after
+  /// its new deadline. A stale id only reschedules its next occupant to its own deadline.
+  void reschedule_now(NodeId id) {
+    if (in_maintenance_ == this) {  // a listener reading: this thread holds the lock
+      maintenance_mu_.assert_held();
+      reschedule_if_scheduled(id);
+      return;
+    }
+    WriterLock<Mutex> lock(maintenance_mu_);
+    reschedule_if_scheduled(id);
+  }
+
+  void reschedule_if_scheduled(NodeId id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(maintenance_mu_) {
+    if (wheel_->scheduled(id)) wheel_->schedule(id, deadline(id));
   }
 
   // ---- Write path ----------------------------------------------------------------------
@@ -922,7 +956,7 @@ class CacheCore {
         policy_->on_access(id, policy_hash(static_cast<uint32_t>(rec >> 32)));
         node(id).read_epoch.store(epoch, std::memory_order_relaxed);  // relaxed: a hint for readers, see applied_this_epoch()
       }
-      if (custom_slot_ >= 0 && wheel_->scheduled(id)) wheel_->schedule(id, deadline(id));
+      if (custom_slot_ >= 0) reschedule_if_scheduled(id);
     });
     // The epoch is measured in hits (recorded or not), so that it ends even when
     // deduplication records almost nothing.
@@ -1066,6 +1100,8 @@ class CacheCore {
   // The cache whose maintenance this thread is running, so that a listener calling back
   // into that cache neither deadlocks on the maintenance lock nor recurses into it.
   static inline thread_local const CacheCore* in_maintenance_ = nullptr;
+  // Hits this thread did not record (see applied_this_epoch()), for get()'s maintenance trigger.
+  static inline thread_local uint32_t skipped_reads_ = 0;
 };
 
 }  // namespace streamcache::detail

@@ -46,9 +46,17 @@ class ABSL_LOCKABLE SharedMutex {
     writer_mu_.lock();
     raise_and_drain();
   }
+  /// Fails, without waiting, if another writer holds it or a reader is inside.
   bool try_lock() ABSL_EXCLUSIVE_TRYLOCK_FUNCTION(true) {
     if (!writer_mu_.try_lock()) return false;
-    raise_and_drain();  // readers inside leave within their short critical sections
+    writer_.store(true);  // seq_cst: step 2 of the handshake
+    for (uint32_t i = 0; i <= mask_; ++i) {
+      if (stripes_[i].readers.load() != 0) {  // seq_cst: step 3
+        writer_.store(false, std::memory_order_release);  // release: as in unlock()
+        writer_mu_.unlock();
+        return false;
+      }
+    }
     return true;
   }
   void unlock() ABSL_UNLOCK_FUNCTION() {
@@ -56,20 +64,23 @@ class ABSL_LOCKABLE SharedMutex {
     writer_mu_.unlock();
   }
 
-  void lock_shared() ABSL_SHARED_LOCK_FUNCTION() {
-    std::atomic<uint32_t>& readers = stripes_[thread_stripe_probe() & mask_].readers;
+  /// Returns the stripe to hand back to unlock_shared(): the unlock must decrement the
+  /// counter the lock incremented, even if the holder's stripe probe changed meanwhile.
+  uint32_t lock_shared() ABSL_SHARED_LOCK_FUNCTION() {
+    const uint32_t stripe = thread_stripe_probe() & mask_;
+    std::atomic<uint32_t>& readers = stripes_[stripe].readers;
     for (;;) {
       readers.fetch_add(1);  // seq_cst: step 1 of the handshake
-      if (!writer_.load()) return;  // seq_cst: step 2
+      if (!writer_.load()) return stripe;  // seq_cst: step 2
       readers.fetch_sub(1, std::memory_order_release);  // release: as in unlock_shared()
       Backoff backoff;
       while (writer_.load(std::memory_order_relaxed)) backoff.pause();  // relaxed: re-checked by the seq_cst load above
     }
   }
-  void unlock_shared() ABSL_UNLOCK_FUNCTION() {
-    // release: pairs with the writer's acquire loads in raise_and_drain(), so our reads
+  void unlock_shared(uint32_t stripe) ABSL_UNLOCK_FUNCTION() {
+    // release: pairs with the writer's stripe loads in raise_and_drain(), so our reads
     // precede its writes.
-    stripes_[thread_stripe_probe() & mask_].readers.fetch_sub(1, std::memory_order_release);
+    stripes_[stripe].readers.fetch_sub(1, std::memory_order_release);
   }
 
   /// Tells the analysis the caller holds the lock (for lambdas, which it does not follow).
@@ -92,8 +103,10 @@ class ABSL_LOCKABLE SharedMutex {
     writer_.store(true);  // seq_cst: step 2 of the handshake
     for (uint32_t i = 0; i <= mask_; ++i) {
       Backoff backoff;
-      // acquire: pairs with the readers' release decrements.
-      while (stripes_[i].readers.load(std::memory_order_acquire) != 0) backoff.pause();
+      // seq_cst: step 3. An acquire load could be ordered before the flag store above
+      // (store buffering), and a reader could then miss the flag while we miss its count.
+      // It also pairs with the readers' release decrements.
+      while (stripes_[i].readers.load() != 0) backoff.pause();
     }
   }
 
@@ -130,13 +143,14 @@ class ABSL_SCOPED_LOCKABLE WriterLock {
 
 class ABSL_SCOPED_LOCKABLE ReaderLock {
  public:
-  explicit ReaderLock(SharedMutex& mu) ABSL_SHARED_LOCK_FUNCTION(mu) : mu_(mu) { mu_.lock_shared(); }
-  ~ReaderLock() ABSL_UNLOCK_FUNCTION() { mu_.unlock_shared(); }
+  explicit ReaderLock(SharedMutex& mu) ABSL_SHARED_LOCK_FUNCTION(mu) : mu_(mu), stripe_(mu_.lock_shared()) {}
+  ~ReaderLock() ABSL_UNLOCK_FUNCTION() { mu_.unlock_shared(stripe_); }
   ReaderLock(const ReaderLock&) = delete;
   ReaderLock& operator=(const ReaderLock&) = delete;
 
  private:
   SharedMutex& mu_;
+  const uint32_t stripe_;
 };
 
 }  // namespace streamcache::detail

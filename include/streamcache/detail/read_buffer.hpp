@@ -25,7 +25,8 @@ namespace streamcache::detail {
 /// Protocol of one stripe (many producers, one consumer holding the maintenance lock):
 ///  1. A producer reads tail (relaxed) and head (acquire); if the ring is full it
 ///     drops the record. Otherwise it CASes tail forward, claiming slot `tail`, and
-///     stores its record there (release). A failed CAS drops the record.
+///     stores its record there (release). A failed CAS drops the record too; record()
+///     says so, and the caller decides whether to drain and retry.
 ///  2. The consumer reads tail (acquire), and from head onwards exchanges each slot
 ///     with 0 (acquire); a 0 means the producer that claimed it has not stored yet, so
 ///     the consumer stops there. It then publishes the new head (release).
@@ -40,16 +41,17 @@ class ReadBuffer {
   uint32_t stripe_count() const { return mask_ + 1; }
   uint32_t stripe_index() const { return thread_stripe_probe() & mask_; }
 
-  /// Records `record` (non-zero) in the calling thread's stripe. Returns false when
-  /// the stripe is full (the record was dropped and the buffer wants draining).
+  /// Records `record` (non-zero) in the calling thread's stripe. Returns false when it
+  /// did not (the stripe is full, or another thread sharing the stripe won the slot).
   bool record(uint64_t record) {
     Stripe& s = stripes_[stripe_index()];
     uint32_t tail = s.tail.load(std::memory_order_relaxed);  // relaxed: validated by the CAS below
     // acquire: pairs with the release store of head in drain(): the slot we reuse was emptied.
     const uint32_t head = s.head.load(std::memory_order_acquire);
     if (tail - head >= kStripeSize) return false;
-    // relaxed: the slot store below carries the release.
-    if (!s.tail.compare_exchange_strong(tail, tail + 1, std::memory_order_relaxed)) return true;
+    // relaxed: the slot store below carries the release. A lost race reports failure
+    // too: the caller then drains and retries once, as for a full stripe.
+    if (!s.tail.compare_exchange_strong(tail, tail + 1, std::memory_order_relaxed)) return false;
     // release: pairs with the acquire exchange in drain().
     s.slots[tail & (kStripeSize - 1)].store(record, std::memory_order_release);
     return true;

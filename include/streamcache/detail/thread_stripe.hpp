@@ -19,6 +19,9 @@ namespace streamcache::detail {
 /// could land on a long-lived thread's stripe (the cache's 2-thread read benchmark ran
 /// at half speed whenever the counter had moved by a multiple of the stripe count).
 /// Taking and returning a probe locks a mutex: once per thread, never per operation.
+/// A thread that uses a striped structure from a thread_local destructor after its probe
+/// was returned keeps using the old number, so it may share a stripe with a new thread
+/// then: a matter of speed only, since no striped structure relies on exclusivity.
 class StripeProbes {
  public:
   static StripeProbes& instance() {
