@@ -28,7 +28,6 @@ enum class WaitOutcome { kReady, kTimeout, kCancelled };
 
 using Deadline = std::optional<std::chrono::steady_clock::time_point>;
 
-
 /// A wake-up word for kBlocking waits: waiters sleep on a 32-bit epoch that every
 /// wake-up increments. A waiter arms `armed_` before sleeping; a waker that finds it
 /// armed disarms it and wakes everybody. So a wake-up with nobody asleep is one load

@@ -191,18 +191,16 @@ class CacheCore {
     }
     stats_->add(result ? kHits : kMisses);
     if (brought_forward != kNoNode) reschedule_now(brought_forward);
-    if (unrecorded != 0) {
-      // Our stripe is full (or we lost it to a thread sharing it): drain it if nobody
-      // else is, then retry once, so that a single-threaded user never loses a read.
-      // (The id may be stale by now; stale records are harmless, see invariant 3.)
-      if (in_maintenance_ != this && maintenance_mu_.try_lock()) maintain_and_unlock();
-      reads_->record(unrecorded);
-    } else if (skipped && (++skipped_reads_ & (ReadBuffer::kStripeSize - 1)) == 0) {
-      // Deduplicated reads fill no stripe, yet reads must keep maintenance running
-      // (expiry, and the read epoch itself, which only maintenance advances): every
-      // kStripeSize of them on a thread count as a full stripe.
-      if (in_maintenance_ != this && maintenance_mu_.try_lock()) maintain_and_unlock();
-    }
+    // Reads drive maintenance when a stripe fills: ours is full (or we lost it to a
+    // thread sharing it), or, for deduplicated reads, which fill no stripe, every
+    // kStripeSize of them on this thread count as a full one (expiry and the read epoch
+    // itself must keep moving in read-only phases).
+    const bool stripe_full =
+        unrecorded != 0 || (skipped && (++skipped_reads_ & (ReadBuffer::kStripeSize - 1)) == 0);
+    if (stripe_full && in_maintenance_ != this && maintenance_mu_.try_lock()) maintain_and_unlock();
+    // Retry once, so that a single-threaded user never loses a read. (The id may be
+    // stale by now; stale records are harmless, see invariant 3.)
+    if (unrecorded != 0) reads_->record(unrecorded);
     return result;
   }
 
@@ -956,7 +954,8 @@ class CacheCore {
         policy_->on_access(id, policy_hash(static_cast<uint32_t>(rec >> 32)));
         node(id).read_epoch.store(epoch, std::memory_order_relaxed);  // relaxed: a hint for readers, see applied_this_epoch()
       }
-      if (custom_slot_ >= 0) reschedule_if_scheduled(id);
+      // No timer work here: a deadline a read moved later is rescheduled by expire()
+      // when the old one fires, and one moved earlier was rescheduled by the reader.
     });
     // The epoch is measured in hits (recorded or not), so that it ends even when
     // deduplication records almost nothing.
