@@ -53,5 +53,56 @@ TEST(ThreadStripe, ShortLivedThreadsReuseProbesInsteadOfWalkingOntoLiveOnes) {
   }
 }
 
+TEST(StripeChoice, LiveThreadsOwnDistinctStripesAndTheRestShare) {
+  constexpr uint32_t kOwned = 2;
+  constexpr int kThreads = 6;
+  std::vector<StripeChoice> choices(kThreads);
+  std::vector<uint32_t> probes(kThreads);
+  std::barrier all_alive(kThreads);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      probes[t] = thread_stripe_probe();
+      choices[t] = StripeChoice::of_this_thread(kOwned);
+      all_alive.arrive_and_wait();
+    });
+  }
+  for (auto& t : threads) t.join();
+  std::set<uint32_t> owned_indices;
+  for (int t = 0; t < kThreads; ++t) {
+    EXPECT_EQ(choices[t].owned, probes[t] < kOwned);
+    if (choices[t].owned) {
+      EXPECT_EQ(choices[t].index, probes[t]);
+      EXPECT_TRUE(owned_indices.insert(choices[t].index).second) << "two live owners of one stripe";
+    } else {
+      EXPECT_GE(choices[t].index, kOwned);
+      EXPECT_LT(choices[t].index, 2 * kOwned);
+    }
+  }
+}
+
+// A thread_local constructed before the thread takes its probe is destroyed after the
+// probe is returned: by then another thread may own the stripe, so this thread must
+// use the shared ones (and not take a new probe that nothing would return).
+TEST(StripeChoice, AThreadThatReturnedItsProbeUsesTheSharedStripes) {
+  struct Late {
+    StripeChoice* seen;
+    uint32_t* probe;
+    ~Late() {
+      *probe = thread_stripe_probe();
+      *seen = StripeChoice::of_this_thread(1u << 20);
+    }
+  };
+  StripeChoice seen{0, true};
+  uint32_t probe = 0;
+  std::thread([&] {
+    thread_local Late late{&seen, &probe};  // constructed first, destroyed last
+    (void)late;
+    (void)thread_stripe_probe();
+  }).join();
+  EXPECT_EQ(probe, kProbeReturned);
+  EXPECT_FALSE(seen.owned);
+}
+
 }  // namespace
 }  // namespace streamcache::detail

@@ -947,11 +947,17 @@ class CacheCore {
 
   void drain_reads() ABSL_EXCLUSIVE_LOCKS_REQUIRED(maintenance_mu_) {
     const uint8_t epoch = read_epoch_.load(std::memory_order_relaxed);  // relaxed: only maintenance writes it
-    reads_->drain([&](uint64_t rec) {
+    const auto id_of = [](uint64_t rec) { return static_cast<NodeId>((rec & 0xFFFFFFFFu) - 1); };
+    const auto hash_of = [](uint64_t rec) { return policy_hash(static_cast<uint32_t>(rec >> 32)); };
+    const auto prefetch = [&](uint64_t rec) {
       maintenance_mu_.assert_held();  // for the thread-safety analysis: lambdas are not tracked
-      const NodeId id = static_cast<NodeId>((rec & 0xFFFFFFFFu) - 1);
+      policy_->prefetch_access(id_of(rec), hash_of(rec));
+    };
+    reads_->drain(prefetch, [&](uint64_t rec) {
+      maintenance_mu_.assert_held();  // as above
+      const NodeId id = id_of(rec);
       if (policy_->contains(id)) {
-        policy_->on_access(id, policy_hash(static_cast<uint32_t>(rec >> 32)));
+        policy_->on_access(id, hash_of(rec));
         node(id).read_epoch.store(epoch, std::memory_order_relaxed);  // relaxed: a hint for readers, see applied_this_epoch()
       }
       // No timer work here: a deadline a read moved later is rescheduled by expire()

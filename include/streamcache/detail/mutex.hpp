@@ -33,6 +33,7 @@ namespace streamcache::detail {
 ///
 /// Protocol (a Dekker handshake, every step seq_cst):
 ///   reader: 1. stripe += 1   2. writer_ set? then stripe -= 1, wait until clear, retry
+///   (the exit's decrement is a release store on a stripe the reader owns, see StripeChoice)
 ///   writer: 1. writer_mu_    2. writer_ = true   3. wait until every stripe is 0
 /// Either the writer's step 3 sees the reader's count, or the reader's step 2 sees the
 /// flag. Readers that find a writer back off, so a writer waits only for the readers
@@ -40,7 +41,7 @@ namespace streamcache::detail {
 /// Built on atomics and a pthread mutex, so ThreadSanitizer sees every edge.
 class ABSL_LOCKABLE SharedMutex {
  public:
-  SharedMutex() : mask_(stripe_count() - 1), stripes_(new Stripe[mask_ + 1]) {}
+  SharedMutex() : owned_(stripe_count()), stripes_(new Stripe[2 * owned_]) {}
 
   void lock() ABSL_EXCLUSIVE_LOCK_FUNCTION() {
     writer_mu_.lock();
@@ -50,7 +51,7 @@ class ABSL_LOCKABLE SharedMutex {
   bool try_lock() ABSL_EXCLUSIVE_TRYLOCK_FUNCTION(true) {
     if (!writer_mu_.try_lock()) return false;
     writer_.store(true);  // seq_cst: step 2 of the handshake
-    for (uint32_t i = 0; i <= mask_; ++i) {
+    for (uint32_t i = 0; i < 2 * owned_; ++i) {
       if (stripes_[i].readers.load() != 0) {  // seq_cst: step 3
         writer_.store(false, std::memory_order_release);  // release: as in unlock()
         writer_mu_.unlock();
@@ -66,21 +67,24 @@ class ABSL_LOCKABLE SharedMutex {
 
   /// Returns the stripe to hand back to unlock_shared(): the unlock must decrement the
   /// counter the lock incremented, even if the holder's stripe probe changed meanwhile.
-  uint32_t lock_shared() ABSL_SHARED_LOCK_FUNCTION() {
-    const uint32_t stripe = thread_stripe_probe() & mask_;
-    std::atomic<uint32_t>& readers = stripes_[stripe].readers;
+  StripeChoice lock_shared() ABSL_SHARED_LOCK_FUNCTION() {
+    const StripeChoice stripe = StripeChoice::of_this_thread(owned_);
+    std::atomic<uint32_t>& readers = stripes_[stripe.index].readers;
     for (;;) {
-      readers.fetch_add(1);  // seq_cst: step 1 of the handshake
+      // seq_cst RMW even on an owned stripe: step 1 must not pass the flag load below
+      // (a plain store could, from the store buffer), and a locked add is the cheapest
+      // full fence.
+      readers.fetch_add(1);
       if (!writer_.load()) return stripe;  // seq_cst: step 2
-      readers.fetch_sub(1, std::memory_order_release);  // release: as in unlock_shared()
+      stripe.add(readers, ~uint32_t{0}, std::memory_order_release);  // release: as in unlock_shared()
       Backoff backoff;
       while (writer_.load(std::memory_order_relaxed)) backoff.pause();  // relaxed: re-checked by the seq_cst load above
     }
   }
-  void unlock_shared(uint32_t stripe) ABSL_UNLOCK_FUNCTION() {
+  void unlock_shared(StripeChoice stripe) ABSL_UNLOCK_FUNCTION() {
     // release: pairs with the writer's stripe loads in raise_and_drain(), so our reads
-    // precede its writes.
-    stripes_[stripe].readers.fetch_sub(1, std::memory_order_release);
+    // precede its writes. Adds -1 (unsigned wrap-around).
+    stripe.add(stripes_[stripe.index].readers, ~uint32_t{0}, std::memory_order_release);
   }
 
   /// Tells the analysis the caller holds the lock (for lambdas, which it does not follow).
@@ -91,8 +95,9 @@ class ABSL_LOCKABLE SharedMutex {
     std::atomic<uint32_t> readers{0};
   };
 
-  /// Twice the hardware threads (as the read buffers), between 2 and 16: beyond that a
-  /// writer's scan costs more than the readers' occasional sharing of a stripe.
+  /// Owned stripes: twice the hardware threads (as the read buffers), between 2 and 16;
+  /// as many shared ones follow. Beyond that a writer's scan costs more than the readers'
+  /// occasional sharing of a stripe.
   static uint32_t stripe_count() {
     static const uint32_t count = std::clamp<uint32_t>(
         std::bit_ceil(2 * std::max(1u, std::thread::hardware_concurrency())), 2, 16);
@@ -101,7 +106,7 @@ class ABSL_LOCKABLE SharedMutex {
 
   void raise_and_drain() {
     writer_.store(true);  // seq_cst: step 2 of the handshake
-    for (uint32_t i = 0; i <= mask_; ++i) {
+    for (uint32_t i = 0; i < 2 * owned_; ++i) {
       Backoff backoff;
       // seq_cst: step 3. An acquire load could be ordered before the flag store above
       // (store buffering), and a reader could then miss the flag while we miss its count.
@@ -111,7 +116,7 @@ class ABSL_LOCKABLE SharedMutex {
   }
 
   alignas(kCacheLine) std::atomic<bool> writer_{false};
-  const uint32_t mask_;
+  const uint32_t owned_;  // stripes [0, owned_) are owned (StripeChoice), the rest shared
   std::unique_ptr<Stripe[]> stripes_;
   std::mutex writer_mu_;  // one writer at a time; a pthread mutex, so TSan sees it
 };
@@ -150,7 +155,7 @@ class ABSL_SCOPED_LOCKABLE ReaderLock {
 
  private:
   SharedMutex& mu_;
-  const uint32_t stripe_;
+  const StripeChoice stripe_;
 };
 
 }  // namespace streamcache::detail

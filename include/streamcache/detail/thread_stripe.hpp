@@ -2,6 +2,7 @@
 // calling thread uses.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <mutex>
@@ -19,9 +20,10 @@ namespace streamcache::detail {
 /// could land on a long-lived thread's stripe (the cache's 2-thread read benchmark ran
 /// at half speed whenever the counter had moved by a multiple of the stripe count).
 /// Taking and returning a probe locks a mutex: once per thread, never per operation.
-/// A thread that uses a striped structure from a thread_local destructor after its probe
-/// was returned keeps using the old number, so it may share a stripe with a new thread
-/// then: a matter of speed only, since no striped structure relies on exclusivity.
+/// Because live probes are distinct, a structure can give the first n probes a stripe
+/// each that only its holder writes (see StripeChoice): a counter there needs no locked
+/// instruction. A thread that exits returns its probe and from then on (thread_local
+/// destructors that run later) uses the shared stripes, never the one it gave back.
 class StripeProbes {
  public:
   static StripeProbes& instance() {
@@ -49,23 +51,62 @@ class StripeProbes {
   std::priority_queue<uint32_t, std::vector<uint32_t>, std::greater<>> free_;  // smallest first
 };
 
-/// The calling thread's probe, taken on first use and returned at thread exit.
+// The calling thread's probe: constant-initialized, so the fast path reads it without an
+// initialization guard or a TLS wrapper call, and trivially destructible, so it stays
+// readable from every thread_local destructor.
+inline constexpr uint32_t kProbeUnassigned = ~uint32_t{0};
+inline constexpr uint32_t kProbeReturned = ~uint32_t{0} - 1;  // above every owned stripe count
+inline constinit thread_local uint32_t t_stripe_probe = kProbeUnassigned;
+
+/// Takes the calling thread's probe and arranges to return it at thread exit.
 [[gnu::noinline]] inline uint32_t take_thread_stripe_probe() {
   struct Held {
     uint32_t probe = StripeProbes::instance().acquire();
-    ~Held() { StripeProbes::instance().release(probe); }
+    ~Held() {
+      // Before the probe can reach another thread: this thread's later uses (from
+      // thread_local destructors that run after this one) go to the shared stripes.
+      t_stripe_probe = kProbeReturned;
+      StripeProbes::instance().release(probe);
+    }
   };
   thread_local const Held held;
   return held.probe;
 }
 
-/// The calling thread's stripe probe (see StripeProbes). The fast path reads a
-/// constant-initialized thread_local: no initialization guard, no TLS wrapper call.
+/// The calling thread's stripe probe (see StripeProbes).
 inline uint32_t thread_stripe_probe() {
-  constexpr uint32_t kUnassigned = ~uint32_t{0};
-  thread_local uint32_t probe = kUnassigned;
-  if (probe == kUnassigned) [[unlikely]] probe = take_thread_stripe_probe();
+  uint32_t probe = t_stripe_probe;
+  if (probe == kProbeUnassigned) [[unlikely]] probe = t_stripe_probe = take_thread_stripe_probe();
   return probe;
 }
+
+/// Which stripe of a structure with `owned` owned stripes followed by `owned` shared ones
+/// (`owned` a power of two) the calling thread uses. The thread holding probe p < owned is
+/// the only writer of stripe p while it lives, so it may update its counters with a load
+/// and a store; probe handovers go through StripeProbes' mutex, which orders the previous
+/// holder's last store before the next holder's first load. Every other thread uses shared
+/// stripe `owned + (p & (owned - 1))` with atomic read-modify-writes.
+struct StripeChoice {
+  uint32_t index;
+  bool owned;
+
+  static StripeChoice of_this_thread(uint32_t owned) {
+    const uint32_t probe = thread_stripe_probe();
+    if (probe < owned) return {probe, true};
+    return {owned + (probe & (owned - 1)), false};
+  }
+
+  /// counter += n, as a plain load + store on an owned stripe, else fetch_add. `order` is
+  /// the ordering the caller needs for the write (relaxed or release).
+  template <class I>
+  void add(std::atomic<I>& counter, I n, std::memory_order order) const noexcept {
+    if (owned) {
+      // relaxed: only this thread writes an owned stripe, so the load reads its own store.
+      counter.store(static_cast<I>(counter.load(std::memory_order_relaxed) + n), order);
+    } else {
+      counter.fetch_add(n, order);
+    }
+  }
+};
 
 }  // namespace streamcache::detail

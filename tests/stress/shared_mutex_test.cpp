@@ -2,8 +2,10 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <chrono>
 #include <thread>
 #include <vector>
 
@@ -72,6 +74,44 @@ TEST(SharedMutex, ReadersNeverSeeAWriterHalfwayAndWritersExcludeEachOther) {
   EXPECT_FALSE(torn.load());
   EXPECT_EQ(a, uint64_t{kWriters * kWrites});
   EXPECT_EQ(b, a);
+}
+
+// More threads than the lock has owned stripes: most readers land on the shared stripes
+// (atomic increments), the first few on owned ones (plain decrements). A decrement lost on
+// either path would leave a stripe non-zero (the final try_lock fails); a stripe owned by
+// two threads at once would let a reader in beside a writer. 100 ms, so that the threads
+// really overlap on every core.
+TEST(SharedMutex, ReadersBeyondTheOwnedStripesStillExcludeWriters) {
+  SharedMutex mu;
+  uint64_t a = 0;
+  uint64_t b = 0;
+  const int readers = 4 * static_cast<int>(std::max(1u, std::thread::hardware_concurrency())) + 4;
+  std::atomic<bool> stop{false};
+  std::atomic<bool> torn{false};
+  std::vector<std::thread> threads;
+  for (int r = 0; r < readers; ++r) {
+    threads.emplace_back([&] {
+      while (!stop.load(std::memory_order_relaxed)) {
+        ReaderLock lock(mu);
+        if (a != b) torn = true;
+      }
+    });
+  }
+  uint64_t writes = 0;
+  threads.emplace_back([&] {
+    while (!stop.load(std::memory_order_relaxed)) {
+      WriterLock<SharedMutex> lock(mu);
+      ++a;
+      ++b;
+      ++writes;
+    }
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  stop = true;
+  for (auto& t : threads) t.join();
+  EXPECT_FALSE(torn.load());
+  EXPECT_EQ(a, writes);
+  EXPECT_TRUE(try_lock_from_another_thread(mu)) << "a reader's count was left behind";
 }
 
 }  // namespace

@@ -1,0 +1,94 @@
+#include "streamcache/detail/read_buffer.hpp"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <chrono>
+#include <atomic>
+#include <cstdint>
+#include <latch>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace streamcache::detail {
+namespace {
+
+// Records of thread t are t << 32 | i, i = 1, 2, ...: non-zero and attributable.
+uint64_t record_of(uint64_t thread, uint64_t i) { return (thread << 32) | i; }
+
+// Owned stripes (the first threads) and shared ones (the others) alike: every record
+// that record() accepted is drained exactly once, and a thread's records come out in
+// the order it recorded them.
+TEST(ReadBuffer, EveryAcceptedRecordIsDrainedOnceInItsThreadsOrder) {
+  constexpr uint32_t kOwned = 2;
+  constexpr int kThreads = 6;
+  constexpr uint64_t kRecords = 20000;
+  ReadBuffer buffer(kOwned);
+  std::mutex drain_mu;  // the maintenance lock's role
+  std::vector<std::vector<uint64_t>> drained(kThreads);
+  std::vector<std::vector<uint64_t>> accepted(kThreads);
+  const auto drain = [&] {
+    std::lock_guard<std::mutex> lock(drain_mu);
+    buffer.drain([](uint64_t) {}, [&](uint64_t rec) { drained[rec >> 32].push_back(rec & 0xFFFFFFFFu); });
+  };
+  std::latch start(kThreads);  // all running at once, or the threads barely overlap
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      start.arrive_and_wait();
+      for (uint64_t i = 1; i <= kRecords; ++i) {
+        if (buffer.record(record_of(static_cast<uint64_t>(t), i))) accepted[t].push_back(i);
+        if (i % 16 == 0) drain();
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  drain();
+  for (int t = 0; t < kThreads; ++t) {
+    EXPECT_EQ(drained[t], accepted[t]) << "thread " << t;
+    EXPECT_GT(accepted[t].size(), kRecords / 4) << "thread " << t << " lost most of its records";
+  }
+}
+
+TEST(ReadBuffer, AFullStripeRefusesUntilDrained) {
+  ReadBuffer buffer(1);
+  for (uint64_t i = 1; i <= ReadBuffer::kStripeSize; ++i) EXPECT_TRUE(buffer.record(i));
+  EXPECT_FALSE(buffer.record(99));
+  uint64_t seen = 0;
+  buffer.drain([](uint64_t) {}, [&](uint64_t) { ++seen; });
+  EXPECT_EQ(seen, ReadBuffer::kStripeSize);
+  EXPECT_TRUE(buffer.record(100));
+}
+
+// Counters on owned stripes are written with a load and a store: exact only if no two
+// live threads own one stripe. More threads than owned stripes, adding for 100 ms (so
+// that they really overlap on every core), and every add is counted.
+TEST(StripedCounters, ConcurrentAddsFromMoreThreadsThanStripesAreExact) {
+  constexpr int kThreads = 8;
+  StripedCounters<2> counters(2);
+  std::atomic<bool> stop{false};
+  std::vector<uint64_t> adds(kThreads, 0);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      uint64_t n = 0;
+      while (!stop.load(std::memory_order_relaxed)) {
+        counters.add(0);
+        counters.add(1, 2);
+        ++n;
+      }
+      adds[t] = n;
+    });
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  stop = true;
+  for (auto& t : threads) t.join();
+  uint64_t total = 0;
+  for (uint64_t n : adds) total += n;
+  EXPECT_EQ(counters.sum(0), total);
+  EXPECT_EQ(counters.sum(1), 2 * total);
+}
+
+}  // namespace
+}  // namespace streamcache::detail
