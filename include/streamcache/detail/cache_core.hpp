@@ -956,9 +956,16 @@ class CacheCore {
     reads_->drain(prefetch, [&](uint64_t rec) {
       maintenance_mu_.assert_held();  // as above
       const NodeId id = id_of(rec);
+      Node& n = node(id);
+      // relaxed: only maintenance writes a live node's stamp. A read of this entry was
+      // already applied this epoch: this record was made before readers could see that
+      // (several readers of a hot entry record it at once). Dropping it keeps the policy
+      // at one read per entry per epoch, and rewriting the stamp would cost every reader
+      // of the entry a miss on its line for nothing.
+      if (n.read_epoch.load(std::memory_order_relaxed) == epoch) return;
       if (policy_->contains(id)) {
         policy_->on_access(id, hash_of(rec));
-        node(id).read_epoch.store(epoch, std::memory_order_relaxed);  // relaxed: a hint for readers, see applied_this_epoch()
+        n.read_epoch.store(epoch, std::memory_order_relaxed);  // relaxed: a hint for readers, see applied_this_epoch()
       }
       // No timer work here: a deadline a read moved later is rescheduled by expire()
       // when the old one fires, and one moved earlier was rescheduled by the reader.
