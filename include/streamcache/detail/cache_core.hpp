@@ -27,6 +27,7 @@
 #include "streamcache/detail/mutex.hpp"
 #include "streamcache/detail/node_arena.hpp"
 #include "streamcache/detail/read_buffer.hpp"
+#include "streamcache/detail/read_epoch.hpp"
 #include "streamcache/detail/timer_wheel.hpp"
 #include "streamcache/detail/tiny_lfu_policy.hpp"
 
@@ -656,9 +657,13 @@ class CacheCore {
   /// deadline brought forward (reschedule_now(), which never relied on the lossy buffer).
   /// Both epochs are hints read with relaxed loads: a stale answer costs one extra or one
   /// missing record.
+  ///
+  /// An entry the sketch already counts as saturated is stamped kMaxEpochsAhead - 1
+  /// epochs ahead (detail/read_epoch.hpp): one more count changes nothing there, and its
+  /// recency is refreshed once per cache's worth of hits instead of once per quarter.
   bool applied_this_epoch(const Node& n) const {
     // relaxed: see above; written by drain_reads() and when a node is (re)used.
-    return n.read_epoch.load(std::memory_order_relaxed) == read_epoch_.load(std::memory_order_relaxed);
+    return stamp_covers(n.read_epoch.load(std::memory_order_relaxed), read_epoch_.load(std::memory_order_relaxed));
   }
   static constexpr uint64_t kMinReadsPerEpoch = 64;
   static constexpr uint64_t kEpochDivisor = 4;
@@ -962,10 +967,13 @@ class CacheCore {
       // (several readers of a hot entry record it at once). Dropping it keeps the policy
       // at one read per entry per epoch, and rewriting the stamp would cost every reader
       // of the entry a miss on its line for nothing.
-      if (n.read_epoch.load(std::memory_order_relaxed) == epoch) return;
+      if (stamp_covers(n.read_epoch.load(std::memory_order_relaxed), epoch)) return;
       if (policy_->contains(id)) {
-        policy_->on_access(id, hash_of(rec));
-        n.read_epoch.store(epoch, std::memory_order_relaxed);  // relaxed: a hint for readers, see applied_this_epoch()
+        const uint64_t hash = hash_of(rec);
+        policy_->on_access(id, hash);
+        const bool saturated = policy_->frequency(hash) >= FrequencySketch::kMaxFrequency;
+        // relaxed: a hint for readers, see applied_this_epoch()
+        n.read_epoch.store(saturated ? epoch_after(epoch, kMaxEpochsAhead - 1) : epoch, std::memory_order_relaxed);
       }
       // No timer work here: a deadline a read moved later is rescheduled by expire()
       // when the old one fires, and one moved earlier was rescheduled by the reader.
@@ -975,8 +983,7 @@ class CacheCore {
     const uint64_t hits = stats_->sum(kHits);
     if (hits - epoch_start_hits_ >= std::max<uint64_t>(kMinReadsPerEpoch, policy_->entry_count() / kEpochDivisor)) {
       epoch_start_hits_ = hits;
-      const uint8_t next = static_cast<uint8_t>(epoch + 1);
-      read_epoch_.store(next == 0 ? 1 : next, std::memory_order_relaxed);  // relaxed: a hint, as above
+      read_epoch_.store(epoch_after(epoch, 1), std::memory_order_relaxed);  // relaxed: a hint, as above
     }
   }
 
