@@ -177,7 +177,7 @@ class CacheCore {
       ReaderLock lock(s.mu);
       auto it = s.map.find(key);
       if (it != s.map.end()) {
-        Node& n = node(it->id);
+        Node& n = node_in(s.arena, it->id);
         if (!is_expired(it->id, now)) {
           result.emplace(n.value);
           if (on_read_locked(it->id, n, now)) brought_forward = it->id;
@@ -546,19 +546,23 @@ class CacheCore {
     NodeId id;
   };
 
+  // A shard's map holds only that shard's ids, so hashing and comparing go straight to the
+  // shard's arena: two dependent loads fewer than node() on every probe of a get().
   struct SlotHash {
     using is_transparent = void;
     const CacheCore* core;
-    size_t operator()(Slot s) const { return core->hash_key(core->node(s.id).key); }
+    const Arena* arena;
+    size_t operator()(Slot s) const { return core->hash_key(core->node_in(*arena, s.id).key); }
     size_t operator()(const K& k) const { return core->hash_key(k); }
   };
 
   struct SlotEq {
     using is_transparent = void;
     const CacheCore* core;
+    const Arena* arena;
     bool operator()(Slot a, Slot b) const { return a.id == b.id; }
-    bool operator()(Slot a, const K& k) const { return core->eq_(core->node(a.id).key, k); }
-    bool operator()(const K& k, Slot a) const { return core->eq_(k, core->node(a.id).key); }
+    bool operator()(Slot a, const K& k) const { return core->eq_(core->node_in(*arena, a.id).key, k); }
+    bool operator()(const K& k, Slot a) const { return core->eq_(k, core->node_in(*arena, a.id).key); }
   };
 
   struct NoWriteHook {
@@ -589,7 +593,7 @@ class CacheCore {
 
   struct Shard {
     Shard(const CacheCore* core, uint32_t slots)
-        : map(0, SlotHash{core}, SlotEq{core}), arena(slots), order(OrderHookOf{core}) {}
+        : map(0, SlotHash{core, &arena}, SlotEq{core, &arena}), arena(slots), order(OrderHookOf{core}) {}
     mutable SharedMutex mu;
     absl::flat_hash_set<Slot, SlotHash, SlotEq> map ABSL_GUARDED_BY(mu);
     Arena arena;  // ensure() under mu; node() anywhere for existing ids
@@ -638,6 +642,8 @@ class CacheCore {
   Node& node(NodeId id) const {
     return shards_[codec_.shard_of(id)]->arena.node(codec_.local_of(id));
   }
+  /// node(id) for an id known to belong to the shard owning `arena`.
+  Node& node_in(const Arena& arena, NodeId id) const { return arena.node(codec_.local_of(id)); }
   std::atomic<int64_t>* times(NodeId id) const {
     return shards_[codec_.shard_of(id)]->arena.slots(codec_.local_of(id));
   }
@@ -968,8 +974,11 @@ class CacheCore {
       // at one read per entry per epoch, and rewriting the stamp would cost every reader
       // of the entry a miss on its line for nothing.
       if (stamp_covers(n.read_epoch.load(std::memory_order_relaxed), epoch)) return;
-      if (policy_->contains(id)) {
-        const uint64_t hash = hash_of(rec);
+      const uint64_t hash = hash_of(rec);
+      // A record made before its node was freed and reused for another key (the retry in
+      // get() runs outside the shard lock) is dropped: applied to the new key, it would
+      // count a read it never had and, for a saturated old key, stamp it epochs ahead.
+      if (policy_->holds(id, hash)) {
         policy_->on_access(id, hash);
         const bool saturated = policy_->frequency(hash) >= FrequencySketch::kMaxFrequency;
         // relaxed: a hint for readers, see applied_this_epoch()

@@ -2,11 +2,11 @@
 // calling thread uses.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <functional>
 #include <mutex>
-#include <queue>
 #include <vector>
 
 namespace streamcache::detail {
@@ -24,6 +24,9 @@ namespace streamcache::detail {
 /// each that only its holder writes (see StripeChoice): a counter there needs no locked
 /// instruction. A thread that exits returns its probe and from then on (thread_local
 /// destructors that run later) uses the shared stripes, never the one it gave back.
+/// One registry per process is what makes probes distinct: a program whose shared objects
+/// each carry a private copy of these header-only definitions (built with
+/// -fvisibility=hidden, or loaded RTLD_LOCAL) must not pass a cache between them.
 class StripeProbes {
  public:
   static StripeProbes& instance() {
@@ -34,21 +37,28 @@ class StripeProbes {
 
   uint32_t acquire() {
     std::lock_guard<std::mutex> lock(mu_);
-    if (free_.empty()) return next_++;
-    const uint32_t probe = free_.top();
-    free_.pop();
+    if (free_.empty()) {
+      // Room for every probe ever handed out, so that release(), which runs in a thread's
+      // exit path (noexcept), never allocates.
+      free_.reserve(next_ + 1);
+      return next_++;
+    }
+    std::pop_heap(free_.begin(), free_.end(), std::greater<>{});
+    const uint32_t probe = free_.back();
+    free_.pop_back();
     return probe;
   }
 
-  void release(uint32_t probe) {
+  void release(uint32_t probe) noexcept {
     std::lock_guard<std::mutex> lock(mu_);
-    free_.push(probe);
+    free_.push_back(probe);
+    std::push_heap(free_.begin(), free_.end(), std::greater<>{});
   }
 
  private:
   std::mutex mu_;
   uint32_t next_ = 0;
-  std::priority_queue<uint32_t, std::vector<uint32_t>, std::greater<>> free_;  // smallest first
+  std::vector<uint32_t> free_;  // a min-heap: the smallest free probe first
 };
 
 // The calling thread's probe: constant-initialized, so the fast path reads it without an

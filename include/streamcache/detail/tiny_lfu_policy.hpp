@@ -276,13 +276,20 @@ class TinyLfuPolicy {
     shadow_request(fingerprint_of(id), weight, false);
   }
 
-  /// A read hit: counts towards the key's popularity and refreshes its recency.
   /// Starts loading what on_access(id, hash) reads first (the entry's hook and its
   /// sketch counters), for a caller about to apply a batch of accesses.
   void prefetch_access(NodeId id, uint64_t hash) const {
     __builtin_prefetch(&hook_of_(id), 1);
     sketch_.prefetch(hash);
   }
+
+  /// True when `id` is in the policy for the key whose hash is `hash` (not for a key that
+  /// held the same node before it was freed and reused): the fingerprints match.
+  bool holds(NodeId id, uint64_t hash) const {
+    return contains(id) && hook_of_(id).fingerprint == static_cast<uint32_t>(FrequencySketch::fingerprint(hash));
+  }
+
+  /// A read hit: counts towards the key's popularity and refreshes its recency.
 
   void on_access(NodeId id, uint64_t hash) {
     if (!contains(id)) return;
