@@ -8,6 +8,10 @@ namespace streamcache::detail {
 
 /// Epochs cycle through 1..255; 0 is a node's "never applied". A node's stamp is the last
 /// epoch it covers, at most kMaxEpochsAhead - 1 epochs after the one it was written in.
+/// Stamps are hints: a stamp left untouched for a whole cycle (255 epochs, about 64 caches'
+/// worth of hits, during which its entry was never read) covers kMaxEpochsAhead epochs
+/// again when the cycle comes round, so such an entry's first reads then go unrecorded for
+/// up to that long. One byte per node is what the layout has room for.
 inline constexpr uint32_t kMaxEpochsAhead = 4;
 
 /// `epoch` advanced by `n` in the cycle 1..255.
