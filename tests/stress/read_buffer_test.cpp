@@ -70,31 +70,48 @@ TEST(ReadBuffer, AFullStripeRefusesUntilDrained) {
   EXPECT_TRUE(buffer.record(100));
 }
 
+/// Threads that call `step()` in a loop until stopped; stop() returns how many steps
+/// they made in all.
+class LoopingThreads {
+ public:
+  template <class Step>
+  LoopingThreads(int n, Step step) : steps_(static_cast<size_t>(n), 0) {
+    for (int t = 0; t < n; ++t) {
+      threads_.emplace_back([this, t, step] {
+        uint64_t done = 0;
+        while (!stop_.load(std::memory_order_relaxed)) {
+          step();
+          ++done;
+        }
+        steps_[static_cast<size_t>(t)] = done;
+      });
+    }
+  }
+  uint64_t stop() {
+    stop_ = true;
+    for (auto& t : threads_) t.join();
+    uint64_t total = 0;
+    for (uint64_t n : steps_) total += n;
+    return total;
+  }
+
+ private:
+  std::atomic<bool> stop_{false};
+  std::vector<uint64_t> steps_;
+  std::vector<std::thread> threads_;
+};
+
 // Counters on owned stripes are written with a load and a store: exact only if no two
 // live threads own one stripe. More threads than owned stripes, adding for 100 ms (so
 // that they really overlap on every core), and every add is counted.
 TEST(StripedCounters, ConcurrentAddsFromMoreThreadsThanStripesAreExact) {
-  constexpr int kThreads = 8;
   StripedCounters<2> counters(2);
-  std::atomic<bool> stop{false};
-  std::vector<uint64_t> adds(kThreads, 0);
-  std::vector<std::thread> threads;
-  for (int t = 0; t < kThreads; ++t) {
-    threads.emplace_back([&, t] {
-      uint64_t n = 0;
-      while (!stop.load(std::memory_order_relaxed)) {
-        counters.add(0);
-        counters.add(1, 2);
-        ++n;
-      }
-      adds[t] = n;
-    });
-  }
+  LoopingThreads adders(8, [&] {
+    counters.add(0);
+    counters.add(1, 2);
+  });
   std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  stop = true;
-  for (auto& t : threads) t.join();
-  uint64_t total = 0;
-  for (uint64_t n : adds) total += n;
+  const uint64_t total = adders.stop();
   EXPECT_EQ(counters.sum(0), total);
   EXPECT_EQ(counters.sum(1), 2 * total);
 }
@@ -103,22 +120,9 @@ TEST(StripedCounters, ConcurrentAddsFromMoreThreadsThanStripesAreExact) {
 // probes while long-lived threads keep adding. A new owner must start from its
 // predecessor's last store (the probe registry's mutex orders them), or adds are lost.
 TEST(StripedCounters, AddsStayExactWhileThreadsComeAndGoOnOwnedStripes) {
-  constexpr int kLongLived = 2;
   constexpr uint64_t kAddsPerShortLived = 1000;
   StripedCounters<1> counters(16);  // more owned stripes than live threads: all owned
-  std::atomic<bool> stop{false};
-  std::vector<uint64_t> adds(kLongLived, 0);
-  std::vector<std::thread> threads;
-  for (int t = 0; t < kLongLived; ++t) {
-    threads.emplace_back([&, t] {
-      uint64_t n = 0;
-      while (!stop.load(std::memory_order_relaxed)) {
-        counters.add(0);
-        ++n;
-      }
-      adds[t] = n;
-    });
-  }
+  LoopingThreads long_lived(2, [&] { counters.add(0); });
   uint64_t short_lived = 0;
   const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(100);
   while (std::chrono::steady_clock::now() < until) {
@@ -128,10 +132,7 @@ TEST(StripedCounters, AddsStayExactWhileThreadsComeAndGoOnOwnedStripes) {
     b.join();
     short_lived += 2;
   }
-  stop = true;
-  for (auto& t : threads) t.join();
-  uint64_t total = short_lived * kAddsPerShortLived;
-  for (uint64_t n : adds) total += n;
+  const uint64_t total = short_lived * kAddsPerShortLived + long_lived.stop();
   EXPECT_EQ(counters.sum(0), total);
   EXPECT_GT(short_lived, 10u);
 }

@@ -12,6 +12,21 @@
 namespace streamcache::detail {
 namespace {
 
+/// Runs `f(t)` on `n` new threads, none of which exits before all have run it: their
+/// probes are then held at the same time.
+template <class F>
+void on_threads_alive_together(int n, F f) {
+  std::barrier all_alive(n);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < n; ++t) {
+    threads.emplace_back([&, t] {
+      f(t);
+      all_alive.arrive_and_wait();
+    });
+  }
+  for (auto& t : threads) t.join();
+}
+
 uint32_t probe_of_new_thread() {
   uint32_t probe = 0;
   std::thread([&] { probe = thread_stripe_probe(); }).join();
@@ -27,15 +42,7 @@ TEST(ThreadStripe, LiveThreadsHaveDistinctProbes) {
   constexpr int kThreads = 4;
   const uint32_t main_probe = thread_stripe_probe();
   std::vector<uint32_t> probes(kThreads);
-  std::barrier all_alive(kThreads);
-  std::vector<std::thread> threads;
-  for (int t = 0; t < kThreads; ++t) {
-    threads.emplace_back([&, t] {
-      probes[t] = thread_stripe_probe();
-      all_alive.arrive_and_wait();  // nobody exits before everybody holds a probe
-    });
-  }
-  for (auto& t : threads) t.join();
+  on_threads_alive_together(kThreads, [&](int t) { probes[t] = thread_stripe_probe(); });
   const std::set<uint32_t> distinct(probes.begin(), probes.end());
   EXPECT_EQ(distinct.size(), probes.size());
   EXPECT_EQ(distinct.count(main_probe), 0u) << "the main thread is alive too";
@@ -58,16 +65,10 @@ TEST(StripeChoice, LiveThreadsOwnDistinctStripesAndTheRestShare) {
   constexpr int kThreads = 6;
   std::vector<StripeChoice> choices(kThreads);
   std::vector<uint32_t> probes(kThreads);
-  std::barrier all_alive(kThreads);
-  std::vector<std::thread> threads;
-  for (int t = 0; t < kThreads; ++t) {
-    threads.emplace_back([&, t] {
-      probes[t] = thread_stripe_probe();
-      choices[t] = StripeChoice::of_this_thread(kOwned);
-      all_alive.arrive_and_wait();
-    });
-  }
-  for (auto& t : threads) t.join();
+  on_threads_alive_together(kThreads, [&](int t) {
+    probes[t] = thread_stripe_probe();
+    choices[t] = StripeChoice::of_this_thread(kOwned);
+  });
   std::set<uint32_t> owned_indices;
   for (int t = 0; t < kThreads; ++t) {
     EXPECT_EQ(choices[t].owned, probes[t] < kOwned);
