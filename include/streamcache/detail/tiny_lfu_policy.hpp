@@ -290,7 +290,6 @@ class TinyLfuPolicy {
   }
 
   /// A read hit: counts towards the key's popularity and refreshes its recency.
-
   void on_access(NodeId id, uint64_t hash) {
     if (!contains(id)) return;
     sketch_.increment(hash);
