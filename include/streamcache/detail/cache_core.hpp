@@ -9,6 +9,7 @@
 #include <array>
 #include <atomic>
 #include <bit>
+#include <chrono>
 #include <cstdint>
 #include <exception>
 #include <functional>
@@ -155,9 +156,10 @@ class CacheCore {
 
   ~CacheCore() {
     // No other thread may use the cache now. Destroy what live nodes hold; the arena
-    // destroys the nodes themselves.
+    // destroys the nodes themselves. No lock: nobody else can hold one, and taking a
+    // biased shard lock would cost a heavy barrier per shard (see SharedMutex).
     for (auto& shard : shards_) {
-      WriterLock<SharedMutex> lock(shard->mu);
+      shard->mu.assert_held();
       for (Slot slot : shard->map) destroy_entry(node(slot.id));
       shard->map.clear();
     }
@@ -629,6 +631,9 @@ class CacheCore {
   // events are pending: it bounds how far the size may overshoot under contention.
   static constexpr int64_t kMaxPendingWrites = 256;
 
+  static constexpr std::chrono::milliseconds kMinBiasSweepPeriod{10};
+  static constexpr std::chrono::milliseconds kMaxBiasSweepPeriod{1000};
+
   // ---- Hashing and addressing ------------------------------------------------------------
 
   uint64_t hash_key(const K& key) const {
@@ -947,6 +952,7 @@ class CacheCore {
     } reset;
     drain_reads();
     drain_writes();
+    bias_quiet_shards();
     Notifications out;
     if (expires_) expire(now_ns(), out);
     evict(out);
@@ -954,6 +960,24 @@ class CacheCore {
     // through the maintenance lock anyway.
     weighted_size_.store(policy_->weighted_size(), std::memory_order_relaxed);
     deliver(out);
+  }
+
+  /// Shards no writer locked for a whole sweep period get biased reader locks (see
+  /// SharedMutex): their readers then enter without a locked instruction, until the next
+  /// writer pays one heavy barrier (~20 us) to take that away. Each sweep allows at most
+  /// one such barrier per shard, so the period adapts: it doubles (up to 1 s) after a
+  /// sweep that finds a bias revoked, so that steady trickles of writes pay at most one
+  /// barrier per shard per second, and halves (down to 10 ms) after one that finds none,
+  /// so that a read-only phase gets its bias soon. Real time, not the cache's clock: this
+  /// is about CPU cost, and a ManualClock that never moves must not stop it.
+  void bias_quiet_shards() ABSL_EXCLUSIVE_LOCKS_REQUIRED(maintenance_mu_) {
+    const auto now = std::chrono::steady_clock::now();
+    if (now < next_bias_sweep_) return;
+    bool revoked = false;
+    for (const auto& shard : shards_) revoked |= shard->mu.bias_if_quiet().revoked;
+    bias_sweep_period_ = revoked ? std::min(2 * bias_sweep_period_, kMaxBiasSweepPeriod)
+                                 : std::max(bias_sweep_period_ / 2, kMinBiasSweepPeriod);
+    next_bias_sweep_ = now + bias_sweep_period_;
   }
 
   void drain_reads() ABSL_EXCLUSIVE_LOCKS_REQUIRED(maintenance_mu_) {
@@ -1128,6 +1152,8 @@ class CacheCore {
   std::optional<TimerWheel<WheelHookOf>> wheel_ ABSL_GUARDED_BY(maintenance_mu_);
   std::vector<std::vector<uint32_t>> pending_free_ ABSL_GUARDED_BY(maintenance_mu_);
   std::vector<WriteEvent> scratch_log_ ABSL_GUARDED_BY(maintenance_mu_);
+  std::chrono::steady_clock::time_point next_bias_sweep_ ABSL_GUARDED_BY(maintenance_mu_){};
+  std::chrono::milliseconds bias_sweep_period_ ABSL_GUARDED_BY(maintenance_mu_) = kMinBiasSweepPeriod;
 
   // The cache whose maintenance this thread is running, so that a listener calling back
   // into that cache neither deadlocks on the maintenance lock nor recurses into it.

@@ -11,6 +11,7 @@
 #include <mutex>
 #include <thread>
 
+#include "streamcache/detail/asymmetric_barrier.hpp"
 #include "streamcache/detail/backoff.hpp"
 #include "streamcache/detail/cache_line.hpp"
 #include "streamcache/detail/thread_stripe.hpp"
@@ -32,28 +33,52 @@ namespace streamcache::detail {
 /// and tbb::spin_rw_mutex all count readers on one word).
 ///
 /// Protocol (a Dekker handshake, every step seq_cst):
-///   reader: 1. stripe += 1   2. writer_ set? then stripe -= 1, wait until clear, retry
+///   reader: 1. stripe += 1   2. kWriter set? then stripe -= 1, wait until clear, retry
 ///   (the exit's decrement is a release store on a stripe the reader owns, see StripeChoice)
-///   writer: 1. writer_mu_    2. writer_ = true   3. wait until every stripe is 0
+///   writer: 1. writer_mu_    2. state_ |= kWriter   3. wait until every stripe is 0
 /// Either the writer's step 3 sees the reader's count, or the reader's step 2 sees the
 /// flag. Readers that find a writer back off, so a writer waits only for the readers
 /// already inside. Not recursive: a thread holding it shared must not take it again.
-/// Built on atomics and a pthread mutex, so ThreadSanitizer sees every edge.
+///
+/// Biased mode (kBiased): step 1 as a locked add is a full fence, and it was a fifth of
+/// a cache hit's time. While the lock is biased, a reader on an owned stripe does step 1
+/// as a plain store with only a compiler barrier before step 2, and the writer that
+/// finds the lock biased runs heavy_barrier() between its steps 2 and 3: an asymmetric
+/// Dekker handshake (asymmetric_barrier.hpp), as the broadcast sequencer's. Such a
+/// reader enters only if its step 2 reads exactly kBiased. Every write of state_ is made
+/// under writer_mu_, and only a writer that saw kBiased (and so ran the heavy barrier)
+/// takes it away; so a reader that read kBiased read it before that writer's barrier
+/// reached its core, and its count was visible to that writer's step 3, or after
+/// bias_if_quiet() set it again, when no writer was inside. A heavy barrier costs about
+/// 20 us on a 2-vCPU VM while another thread runs, so the lock is biased only on request:
+/// bias_if_quiet() biases it when no writer took it since its previous call, so there is
+/// at most one heavy barrier per call; its caller decides how often that may be (the
+/// cache's maintenance, bias_quiet_shards()). Without heavy_barrier_available() the lock
+/// is never biased.
+/// Built on atomics and a pthread mutex, so ThreadSanitizer sees every edge (but cannot
+/// check the handshakes, which are beyond the C++ model: the proofs are above).
 class ABSL_LOCKABLE SharedMutex {
  public:
   SharedMutex() : owned_(stripe_count()), stripes_(new Stripe[2 * owned_]) {}
 
   void lock() ABSL_EXCLUSIVE_LOCK_FUNCTION() {
     writer_mu_.lock();
-    raise_and_drain();
+    raise_flag();
+    for (uint32_t i = 0; i < 2 * owned_; ++i) {
+      Backoff backoff;
+      // seq_cst: step 3. An acquire load could be ordered before the flag store
+      // (store buffering), and a reader could then miss the flag while we miss its count.
+      // It also pairs with the readers' release decrements.
+      while (stripes_[i].readers.load() != 0) backoff.pause();
+    }
   }
   /// Fails, without waiting, if another writer holds it or a reader is inside.
   bool try_lock() ABSL_EXCLUSIVE_TRYLOCK_FUNCTION(true) {
     if (!writer_mu_.try_lock()) return false;
-    writer_.store(true);  // seq_cst: step 2 of the handshake
+    raise_flag();
     for (uint32_t i = 0; i < 2 * owned_; ++i) {
       if (stripes_[i].readers.load() != 0) {  // seq_cst: step 3
-        writer_.store(false, std::memory_order_release);  // release: as in unlock()
+        state_.store(0, std::memory_order_release);  // release: as in unlock()
         writer_mu_.unlock();
         return false;
       }
@@ -61,8 +86,27 @@ class ABSL_LOCKABLE SharedMutex {
     return true;
   }
   void unlock() ABSL_UNLOCK_FUNCTION() {
-    writer_.store(false, std::memory_order_release);  // release: pairs with the readers' flag load, so our writes precede their reads
+    state_.store(0, std::memory_order_release);  // release: pairs with the readers' acquire loads of state_, so our writes precede their reads
     writer_mu_.unlock();
+  }
+
+  struct BiasCheck {
+    bool biased;   // the lock is biased now
+    bool revoked;  // a writer took away the bias the previous check had left
+  };
+  /// Biases the lock if no writer took it since the previous check. Never waits: a
+  /// writer inside (or no heavy barrier on this system) leaves it as it is.
+  BiasCheck bias_if_quiet() {
+    if (!heavy_barrier_available() || !writer_mu_.try_lock()) return {false, false};
+    const bool quiet = writes_since_bias_check_ == 0;
+    const BiasCheck check{quiet, biased_at_check_ && !quiet};
+    writes_since_bias_check_ = 0;
+    biased_at_check_ = quiet;
+    // release: pairs with the readers' acquire loads of state_, like unlock(). Nobody
+    // is inside as a writer (we hold writer_mu_), so readers may enter on the light path.
+    if (quiet) state_.store(kBiased, std::memory_order_release);
+    writer_mu_.unlock();
+    return check;
   }
 
   /// Returns the stripe to hand back to unlock_shared(): the unlock must decrement the
@@ -71,19 +115,28 @@ class ABSL_LOCKABLE SharedMutex {
     const StripeChoice stripe = StripeChoice::of_this_thread(owned_);
     std::atomic<uint32_t>& readers = stripes_[stripe.index].readers;
     for (;;) {
-      // seq_cst RMW even on an owned stripe: step 1 must not pass the flag load below
-      // (a plain store could, from the store buffer), and a locked add is the cheapest
-      // full fence.
-      readers.fetch_add(1);
-      if (!writer_.load()) return stripe;  // seq_cst: step 2
+      // relaxed: only picks the path; the load after the increment decides.
+      if (stripe.owned && state_.load(std::memory_order_relaxed) == kBiased) {
+        // relaxed: an owned stripe; a revoking writer's heavy barrier publishes the store.
+        readers.store(readers.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+        light_barrier();
+        // acquire: pairs with the release stores of state_ in unlock() and bias_if_quiet().
+        if (state_.load(std::memory_order_acquire) == kBiased) return stripe;
+      } else {
+        // seq_cst RMW even on an owned stripe: step 1 must not pass the flag load below
+        // (a plain store could, from the store buffer), and a locked add is the cheapest
+        // full fence.
+        readers.fetch_add(1);
+        if ((state_.load() & kWriter) == 0) return stripe;  // seq_cst: step 2
+      }
       stripe.add(readers, ~uint32_t{0}, std::memory_order_release);  // release: as in unlock_shared()
       Backoff backoff;
-      while (writer_.load(std::memory_order_relaxed)) backoff.pause();  // relaxed: re-checked by the seq_cst load above
+      while ((state_.load(std::memory_order_relaxed) & kWriter) != 0) backoff.pause();  // relaxed: re-checked above
     }
   }
   void unlock_shared(StripeChoice stripe) ABSL_UNLOCK_FUNCTION() {
-    // release: pairs with the writer's stripe loads in raise_and_drain(), so our reads
-    // precede its writes. Adds -1 (unsigned wrap-around).
+    // release: pairs with the writer's stripe loads in lock(), so our reads precede its
+    // writes. Adds -1 (unsigned wrap-around).
     stripe.add(stripes_[stripe.index].readers, ~uint32_t{0}, std::memory_order_release);
   }
 
@@ -91,6 +144,9 @@ class ABSL_LOCKABLE SharedMutex {
   void assert_held() const ABSL_ASSERT_EXCLUSIVE_LOCK() {}
 
  private:
+  static constexpr uint32_t kWriter = 1;  // a writer is inside or draining the readers
+  static constexpr uint32_t kBiased = 2;  // readers on owned stripes may enter without a fence
+
   struct alignas(kCacheLine) Stripe {
     std::atomic<uint32_t> readers{0};
   };
@@ -104,21 +160,22 @@ class ABSL_LOCKABLE SharedMutex {
     return count;
   }
 
-  void raise_and_drain() {
-    writer_.store(true);  // seq_cst: step 2 of the handshake
-    for (uint32_t i = 0; i < 2 * owned_; ++i) {
-      Backoff backoff;
-      // seq_cst: step 3. An acquire load could be ordered before the flag store above
-      // (store buffering), and a reader could then miss the flag while we miss its count.
-      // It also pairs with the readers' release decrements.
-      while (stripes_[i].readers.load() != 0) backoff.pause();
-    }
+  /// Step 2, with writer_mu_ held; revokes the bias if the lock had it (see the class
+  /// comment). The bias is gone from here on: unlock() and a failed try_lock() store 0.
+  void raise_flag() {
+    ++writes_since_bias_check_;
+    const uint32_t was = state_.load(std::memory_order_relaxed);  // relaxed: only writer_mu_'s holder writes it
+    state_.store(was | kWriter);  // seq_cst: step 2 of the handshake
+    if ((was & kBiased) != 0) heavy_barrier();
   }
 
-  alignas(kCacheLine) std::atomic<bool> writer_{false};
+  alignas(kCacheLine) std::atomic<uint32_t> state_{0};  // kWriter | kBiased, written under writer_mu_
   const uint32_t owned_;  // stripes [0, owned_) are owned (StripeChoice), the rest shared
   std::unique_ptr<Stripe[]> stripes_;
   std::mutex writer_mu_;  // one writer at a time; a pthread mutex, so TSan sees it
+  // Guarded by writer_mu_. The first check has no quiet period behind it.
+  uint32_t writes_since_bias_check_ = 1;
+  bool biased_at_check_ = false;
 };
 
 /// An exclusive lock (pthread_mutex).
