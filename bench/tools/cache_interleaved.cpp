@@ -4,10 +4,13 @@
 //   cache_interleaved [THREADS [PROCESSES [ROUNDS]]]     (defaults 2, 7, 20)
 //
 // Why, beside cache_benchmark: on the 2-vCPU VMs this project is measured on, the
-// ours/tbb ratio of one benchmark process moves between about 0.7 and 1.1 from one
+// ours/tbb ratio of one benchmark process moves between about 0.6 and 1.1 from one
 // process to the next (same binary, same machine, minutes apart), while within one
-// process it holds to about ±5%. A single run of cache_benchmark therefore reports
-// whichever process it got. This tool measures the spread instead of one draw of it:
+// process it holds to about ±5%. The rates are bimodal: in some stretches of minutes
+// both structures run 2-3x faster than in others (tbb 43 against 15 M/s at 2 threads),
+// and the ratio is lowest in the fast ones (0.62-0.67 against 0.8-1.0: tbb gains the
+// most there). A single run of cache_benchmark reports whichever state it got. This tool
+// measures the spread instead of one draw of it:
 // each of PROCESSES child processes (fork, so each builds its caches on a fresh heap)
 // builds both structures exactly as cache_benchmark does (2^16 entries, prefilled with
 // the 2^16 hottest of 2^20 Zipf 0.99 ranks, then settled), then runs ROUNDS rounds of

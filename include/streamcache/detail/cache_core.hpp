@@ -964,12 +964,14 @@ class CacheCore {
 
   /// Shards no writer locked for a whole sweep period get biased reader locks (see
   /// SharedMutex): their readers then enter without a locked instruction, until the next
-  /// writer pays one heavy barrier (~20 us) to take that away. Each sweep allows at most
-  /// one such barrier per shard, so the period adapts: it doubles (up to 1 s) after a
-  /// sweep that finds a bias revoked, so that steady trickles of writes pay at most one
-  /// barrier per shard per second, and halves (down to 10 ms) after one that finds none,
-  /// so that a read-only phase gets its bias soon. Real time, not the cache's clock: this
-  /// is about CPU cost, and a ManualClock that never moves must not stop it.
+  /// writer pays one heavy barrier (~20 us, which the shard's readers wait out too) to
+  /// take that away; with expiry, expire() is such a writer even in read-only phases.
+  /// Each sweep allows at most one such barrier per shard, so the period adapts: it
+  /// doubles (up to 1 s) after a sweep that finds a bias revoked, so that steady trickles
+  /// of writes pay at most one barrier per shard per second, and halves (down to 10 ms)
+  /// after one that finds none, so that a read-only phase gets its bias soon. Real time,
+  /// not the cache's clock: this is about CPU cost, and a ManualClock that never moves
+  /// must not stop it.
   void bias_quiet_shards() ABSL_EXCLUSIVE_LOCKS_REQUIRED(maintenance_mu_) {
     const auto now = std::chrono::steady_clock::now();
     if (now < next_bias_sweep_) return;

@@ -32,9 +32,10 @@ namespace streamcache::detail {
 /// load per stripe. No dependency offers a distributed reader lock (pthread, absl::Mutex
 /// and tbb::spin_rw_mutex all count readers on one word).
 ///
-/// Protocol (a Dekker handshake, every step seq_cst):
+/// Protocol, unbiased (a Dekker handshake, every step seq_cst):
 ///   reader: 1. stripe += 1   2. kWriter set? then stripe -= 1, wait until clear, retry
-///   (the exit's decrement is a release store on a stripe the reader owns, see StripeChoice)
+///   (the exit's decrement is a release store on an owned stripe, see StripeChoice, and a
+///   release fetch_add on a shared one)
 ///   writer: 1. writer_mu_    2. state_ |= kWriter   3. wait until every stripe is 0
 /// Either the writer's step 3 sees the reader's count, or the reader's step 2 sees the
 /// flag. Readers that find a writer back off, so a writer waits only for the readers
@@ -45,18 +46,23 @@ namespace streamcache::detail {
 /// as a plain store with only a compiler barrier before step 2, and the writer that
 /// finds the lock biased runs heavy_barrier() between its steps 2 and 3: an asymmetric
 /// Dekker handshake (asymmetric_barrier.hpp), as the broadcast sequencer's. Such a
-/// reader enters only if its step 2 reads exactly kBiased. Every write of state_ is made
-/// under writer_mu_, and only a writer that saw kBiased (and so ran the heavy barrier)
-/// takes it away; so a reader that read kBiased read it before that writer's barrier
-/// reached its core, and its count was visible to that writer's step 3, or after
-/// bias_if_quiet() set it again, when no writer was inside. A heavy barrier costs about
-/// 20 us on a 2-vCPU VM while another thread runs, so the lock is biased only on request:
-/// bias_if_quiet() biases it when no writer took it since its previous call, so there is
-/// at most one heavy barrier per call; its caller decides how often that may be (the
-/// cache's maintenance, bias_quiet_shards()). Without heavy_barrier_available() the lock
-/// is never biased.
+/// reader enters only if its step 2 reads exactly kBiased. Why that is enough: every
+/// write of state_ is made under writer_mu_, and the only one that takes kBiased away is
+/// a writer W's step 2 after it read kBiased, followed by W's heavy barrier. If the
+/// reader's step 2 read a kBiased that W then replaced, that load (and the count store
+/// before it, in the reader's own order) came before the point where W's barrier ran on
+/// the reader's core; so W's step 3 sees the count and waits for the reader to leave.
+/// Writers after W start after W's unlock; a kBiased set again by bias_if_quiet() (with
+/// no writer inside) starts the same argument over with the next writer, which finds it
+/// and runs the barrier. A stale first load only picks the path: step 2 decides.
+/// A heavy barrier costs about 20 us on a 2-vCPU VM while another thread runs (and the
+/// shard's readers wait that long too, since the flag is already up), so the lock is
+/// biased only on request: bias_if_quiet() biases it when no writer took it since its
+/// previous call, so there is at most one heavy barrier per call; its caller decides how
+/// often that may be (the cache's maintenance, bias_quiet_shards()). Without
+/// heavy_barrier_available() the lock is never biased.
 /// Built on atomics and a pthread mutex, so ThreadSanitizer sees every edge (but cannot
-/// check the handshakes, which are beyond the C++ model: the proofs are above).
+/// check the handshakes, which are beyond the C++ model: the argument is above).
 class ABSL_LOCKABLE SharedMutex {
  public:
   SharedMutex() : owned_(stripe_count()), stripes_(new Stripe[2 * owned_]) {}
@@ -72,7 +78,8 @@ class ABSL_LOCKABLE SharedMutex {
       while (stripes_[i].readers.load() != 0) backoff.pause();
     }
   }
-  /// Fails, without waiting, if another writer holds it or a reader is inside.
+  /// Fails, without waiting for them, if another writer holds it or a reader is inside.
+  /// On a biased lock it pays the heavy barrier first, and the bias is gone even if it fails.
   bool try_lock() ABSL_EXCLUSIVE_TRYLOCK_FUNCTION(true) {
     if (!writer_mu_.try_lock()) return false;
     raise_flag();
@@ -173,7 +180,8 @@ class ABSL_LOCKABLE SharedMutex {
   const uint32_t owned_;  // stripes [0, owned_) are owned (StripeChoice), the rest shared
   std::unique_ptr<Stripe[]> stripes_;
   std::mutex writer_mu_;  // one writer at a time; a pthread mutex, so TSan sees it
-  // Guarded by writer_mu_. The first check has no quiet period behind it.
+  // Guarded by writer_mu_ (a std::mutex, which the thread-safety analysis cannot name).
+  // The first check has no quiet period behind it.
   uint32_t writes_since_bias_check_ = 1;
   bool biased_at_check_ = false;
 };
