@@ -1,10 +1,7 @@
 // Cache throughput against its baselines, on the anchors' workload (../shared/anchors.md):
 //
-//   Keys: Zipf s = 0.99 over 2^20 ranks, rank r -> key 1 + (r * 0x9E3779B1 mod 2^20)
-//   (common/zipf.hpp). Each thread replays its own pregenerated stream of 2^22 keys,
-//   splitmix64 seed 42 + thread index, from the start, wrapping around.
-//   Cache: uint64_t -> uint64_t bounded to 2^16 entries, prefilled with the 2^16 hottest
-//   ranks (then its maintenance is run, so the run starts settled).
+//   Keys and prefill: common/cache_workload.hpp (Zipf 0.99 over 2^20 keys, a stream of
+//   2^22 per thread; 2^16-entry caches prefilled with the hottest keys, then settled).
 //   Operations: a get never inserts (a miss stays a miss); a put is an upsert. In the mixed
 //   workload every fourth operation of a thread is a put (ops 3, 7, 11, ...), so all
 //   implementations see exactly the same sequence.
@@ -26,7 +23,7 @@
 #include <vector>
 
 #include "common/cache_baselines.hpp"
-#include "common/zipf.hpp"
+#include "common/cache_workload.hpp"
 
 namespace {
 
@@ -35,10 +32,8 @@ using streamcache::bench::MutexLruAdapter;
 using streamcache::bench::StreamcacheAdapter;
 using streamcache::bench::TbbMapAdapter;
 
-constexpr uint64_t kKeySpace = uint64_t{1} << 20;
-constexpr uint64_t kCapacity = uint64_t{1} << 16;
-constexpr size_t kStreamLength = size_t{1} << 22;
-constexpr uint64_t kSeed = 42;
+using namespace streamcache::bench::cache_workload;
+
 constexpr int kMaxThreads = 2;
 // Operations per benchmark iteration: the shared instance is re-read once per batch and
 // the framework's per-iteration cost disappears from the figures.
@@ -52,12 +47,7 @@ const std::vector<uint64_t>& key_stream(int t) {
   static std::array<std::unique_ptr<std::vector<uint64_t>>, kMaxThreads> streams;
   std::lock_guard<std::mutex> lock(mu);
   auto& stream = streams.at(static_cast<size_t>(t));
-  if (!stream) {
-    static const streamcache::bench::ZipfSampler zipf(kKeySpace, 0.99);
-    streamcache::bench::SplitMix64 rng(kSeed + static_cast<uint64_t>(t));
-    stream = std::make_unique<std::vector<uint64_t>>(kStreamLength);
-    for (uint64_t& key : *stream) key = streamcache::bench::zipf_key(zipf.rank(rng), kKeySpace);
-  }
+  if (!stream) stream = std::make_unique<std::vector<uint64_t>>(make_key_stream(t));
   return *stream;
 }
 
@@ -82,12 +72,7 @@ template <class Workload, class Impl>
 void BM_Cache(benchmark::State& state) {
   const std::vector<uint64_t>& keys = key_stream(state.thread_index());
   if (state.thread_index() == 0) {
-    auto* impl = new Impl(kCapacity);
-    for (uint64_t r = 0; r < kCapacity; ++r) {
-      const uint64_t key = streamcache::bench::zipf_key(r, kKeySpace);
-      impl->put(key, key);
-    }
-    impl->settle();
+    Impl* impl = make_prefilled<Impl>();
     // release: pairs with the acquire load in the loop (the start barrier orders it too).
     g_shared<Impl>.store(impl, std::memory_order_release);
   }

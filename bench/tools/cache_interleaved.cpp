@@ -10,16 +10,14 @@
 // both structures run 2-3x faster than in others (tbb 43 against 15 M/s at 2 threads),
 // and the ratio is lowest in the fast ones (0.62-0.67 against 0.8-1.0: tbb gains the
 // most there). A single run of cache_benchmark reports whichever state it got. This tool
-// measures the spread instead of one draw of it:
-// each of PROCESSES child processes (fork, so each builds its caches on a fresh heap)
-// builds both structures exactly as cache_benchmark does (2^16 entries, prefilled with
-// the 2^16 hottest of 2^20 Zipf 0.99 ranks, then settled), then runs ROUNDS rounds of
-// a 100 ms slice on ours followed by a 100 ms slice on tbb, THREADS threads each
-// replaying their own key stream (the same streams as cache_benchmark, gets only).
-// Alternating slices cancel what drifts within a process (other load on the machine);
-// the processes sample what does not (where the heap landed). Prints, per process, the
-// median over rounds of ours/tbb and both rates, then the median and quartiles of the
-// per-process medians.
+// measures the spread instead of one draw of it: each of PROCESSES child processes (fork,
+// so each builds its caches on a fresh heap) builds both structures as cache_benchmark
+// does (common/cache_workload.hpp), then runs ROUNDS rounds of a 100 ms slice on ours
+// followed by a 100 ms slice on tbb, THREADS threads each replaying their own key stream
+// (the same streams as cache_benchmark, gets only). Alternating slices cancel what drifts
+// within a process (other load on the machine); the processes sample what does not (the
+// machine's state, where the heap landed). Prints, per process, the median over rounds of
+// ours/tbb and both rates, then the median and quartiles of the per-process medians.
 #include <unistd.h>
 #include <sys/wait.h>
 
@@ -35,7 +33,7 @@
 #include <vector>
 
 #include "common/cache_baselines.hpp"
-#include "common/zipf.hpp"
+#include "common/cache_workload.hpp"
 
 namespace {
 
@@ -43,12 +41,9 @@ using streamcache::bench::Expiry;
 using streamcache::bench::StreamcacheAdapter;
 using streamcache::bench::TbbMapAdapter;
 
-// As in cache_benchmark.cpp.
-constexpr uint64_t kKeySpace = uint64_t{1} << 20;
-constexpr uint64_t kCapacity = uint64_t{1} << 16;
-constexpr size_t kStreamLength = size_t{1} << 22;
-constexpr uint64_t kSeed = 42;
-constexpr size_t kBatch = 1024;
+using namespace streamcache::bench::cache_workload;
+
+constexpr size_t kBatch = 1024;  // keys between two looks at the stop flag
 constexpr auto kSlice = std::chrono::milliseconds(100);
 
 struct ProcessResult {
@@ -68,22 +63,11 @@ double quantile(std::vector<double> v, double q) {
   return v[static_cast<size_t>(q * static_cast<double>(v.size() - 1) + 0.5)];
 }
 
-template <class Impl>
-Impl* build_prefilled() {
-  auto* impl = new Impl(kCapacity);
-  for (uint64_t r = 0; r < kCapacity; ++r) {
-    const uint64_t key = streamcache::bench::zipf_key(r, kKeySpace);
-    impl->put(key, key);
-  }
-  impl->settle();
-  return impl;
-}
-
 /// Runs in a child process: both structures, ROUNDS alternating slices.
 ProcessResult measure(const std::vector<std::vector<uint64_t>>& streams, int rounds) {
   using Ours = StreamcacheAdapter<Expiry::kNone>;
-  Ours* ours = build_prefilled<Ours>();
-  TbbMapAdapter* tbb = build_prefilled<TbbMapAdapter>();
+  Ours* ours = make_prefilled<Ours>();
+  TbbMapAdapter* tbb = make_prefilled<TbbMapAdapter>();
   const int threads = static_cast<int>(streams.size());
 
   enum Phase : int { kOurs, kTbb, kExit };
@@ -160,12 +144,8 @@ int main(int argc, char** argv) {
   const int rounds = positive_arg(argc, argv, 3, 20, "ROUNDS");
 
   // The key streams of cache_benchmark, generated once, before the children fork.
-  const streamcache::bench::ZipfSampler zipf(kKeySpace, 0.99);
-  std::vector<std::vector<uint64_t>> streams(static_cast<size_t>(threads), std::vector<uint64_t>(kStreamLength));
-  for (int t = 0; t < threads; ++t) {
-    streamcache::bench::SplitMix64 rng(kSeed + static_cast<uint64_t>(t));
-    for (uint64_t& key : streams[static_cast<size_t>(t)]) key = streamcache::bench::zipf_key(zipf.rank(rng), kKeySpace);
-  }
+  std::vector<std::vector<uint64_t>> streams;
+  for (int t = 0; t < threads; ++t) streams.push_back(make_key_stream(t));
 
   std::printf("read 100%%, %d thread%s, %d processes x %d rounds of 2 x %lld ms\n", threads, threads == 1 ? "" : "s",
               processes, rounds, static_cast<long long>(kSlice.count()));

@@ -6,8 +6,8 @@
 
 #include <algorithm>
 #include <atomic>
-#include <cstdint>
 #include <chrono>
+#include <cstdint>
 #include <thread>
 #include <vector>
 
@@ -44,38 +44,61 @@ TEST(SharedMutex, TryLockFailsWhileAWriterHoldsIt) {
   EXPECT_TRUE(try_lock_from_another_thread(mu));
 }
 
-// Writers keep two plain counters equal; readers must never see them differ, and no
-// increment may be lost. Bounded: a few thousand sections per thread.
-TEST(SharedMutex, ReadersNeverSeeAWriterHalfwayAndWritersExcludeEachOther) {
+// Two plain counters that writers keep equal: a reader that sees them differ was let in
+// beside a writer, and a lost increment means two writers were inside at once.
+struct GuardedPair {
   SharedMutex mu;
   uint64_t a = 0;
   uint64_t b = 0;
-  constexpr int kWriters = 2;
-  constexpr int kReaders = 2;
-  constexpr int kWrites = 5000;
+  uint64_t writes = 0;
   std::atomic<bool> torn{false};
+
+  void read() {
+    ReaderLock lock(mu);
+    if (a != b) torn = true;
+  }
+  void write() {
+    WriterLock<SharedMutex> lock(mu);
+    ++a;
+    ++b;
+    ++writes;
+  }
+  /// After every thread joined.
+  void expect_consistent() {
+    EXPECT_FALSE(torn.load()) << "a reader saw a writer halfway";
+    EXPECT_EQ(a, writes) << "two writers were inside at once";
+    EXPECT_EQ(b, a);
+    EXPECT_TRUE(try_lock_from_another_thread(mu)) << "a reader's count was left behind";
+  }
+};
+
+/// Runs `body` on a thread until `stop`. A template, not std::function: the loop must stay
+/// tight, or the races it looks for become too rare to show.
+template <class Body>
+std::thread loop_until(const std::atomic<bool>& stop, Body body) {
+  return std::thread([&stop, body] {
+    while (!stop.load(std::memory_order_relaxed)) body();  // relaxed: a stop hint; join() orders the rest
+  });
+}
+
+// Bounded: a few thousand sections per thread.
+TEST(SharedMutex, ReadersNeverSeeAWriterHalfwayAndWritersExcludeEachOther) {
+  GuardedPair pair;
+  constexpr int kWrites = 5000;
   std::vector<std::thread> threads;
-  for (int w = 0; w < kWriters; ++w) {
+  for (int w = 0; w < 2; ++w) {
     threads.emplace_back([&] {
-      for (int i = 0; i < kWrites; ++i) {
-        WriterLock<SharedMutex> lock(mu);
-        ++a;
-        ++b;
-      }
+      for (int i = 0; i < kWrites; ++i) pair.write();
     });
   }
-  for (int r = 0; r < kReaders; ++r) {
+  for (int r = 0; r < 2; ++r) {
     threads.emplace_back([&] {
-      for (int i = 0; i < 4 * kWrites; ++i) {
-        ReaderLock lock(mu);
-        if (a != b) torn = true;
-      }
+      for (int i = 0; i < 4 * kWrites; ++i) pair.read();
     });
   }
   for (auto& t : threads) t.join();
-  EXPECT_FALSE(torn.load());
-  EXPECT_EQ(a, uint64_t{kWriters * kWrites});
-  EXPECT_EQ(b, a);
+  pair.expect_consistent();
+  EXPECT_EQ(pair.writes, uint64_t{2 * kWrites});
 }
 
 // More threads than the lock has owned stripes: most readers land on the shared stripes
@@ -84,36 +107,16 @@ TEST(SharedMutex, ReadersNeverSeeAWriterHalfwayAndWritersExcludeEachOther) {
 // two threads at once would let a reader in beside a writer. 100 ms, so that the threads
 // really overlap on every core.
 TEST(SharedMutex, ReadersBeyondTheOwnedStripesStillExcludeWriters) {
-  SharedMutex mu;
-  uint64_t a = 0;
-  uint64_t b = 0;
+  GuardedPair pair;
   const int readers = 4 * static_cast<int>(std::max(1u, std::thread::hardware_concurrency())) + 4;
   std::atomic<bool> stop{false};
-  std::atomic<bool> torn{false};
   std::vector<std::thread> threads;
-  for (int r = 0; r < readers; ++r) {
-    threads.emplace_back([&] {
-      while (!stop.load(std::memory_order_relaxed)) {
-        ReaderLock lock(mu);
-        if (a != b) torn = true;
-      }
-    });
-  }
-  uint64_t writes = 0;
-  threads.emplace_back([&] {
-    while (!stop.load(std::memory_order_relaxed)) {
-      WriterLock<SharedMutex> lock(mu);
-      ++a;
-      ++b;
-      ++writes;
-    }
-  });
+  for (int r = 0; r < readers; ++r) threads.push_back(loop_until(stop, [&] { pair.read(); }));
+  threads.push_back(loop_until(stop, [&] { pair.write(); }));
   std::this_thread::sleep_for(std::chrono::milliseconds(100));
   stop = true;
   for (auto& t : threads) t.join();
-  EXPECT_FALSE(torn.load());
-  EXPECT_EQ(a, writes);
-  EXPECT_TRUE(try_lock_from_another_thread(mu)) << "a reader's count was left behind";
+  pair.expect_consistent();
 }
 
 TEST(SharedMutex, BiasesOnlyAfterACheckPeriodWithoutWriters) {
@@ -153,45 +156,23 @@ TEST(SharedMutex, AWriterSeesAReaderThatEnteredWithoutAFence) {
 // lock whenever a spell allows, so readers keep entering without a fence while writers
 // keep revoking the bias. Same checks as above; 200 ms.
 TEST(SharedMutex, RevokingTheBiasNeverLetsAReaderInBesideAWriter) {
-  SharedMutex mu;
-  uint64_t a = 0;
-  uint64_t b = 0;
+  GuardedPair pair;
   std::atomic<bool> stop{false};
-  std::atomic<bool> torn{false};
   std::vector<std::thread> threads;
-  for (int r = 0; r < 2; ++r) {
-    threads.emplace_back([&] {
-      while (!stop.load(std::memory_order_relaxed)) {
-        ReaderLock lock(mu);
-        if (a != b) torn = true;
-      }
-    });
-  }
-  uint64_t writes = 0;
-  threads.emplace_back([&] {
-    while (!stop.load(std::memory_order_relaxed)) {
-      for (int i = 0; i < 20; ++i) {
-        WriterLock<SharedMutex> lock(mu);
-        ++a;
-        ++b;
-        ++writes;
-      }
-      std::this_thread::sleep_for(std::chrono::microseconds(300));
-    }
-  });
+  for (int r = 0; r < 2; ++r) threads.push_back(loop_until(stop, [&] { pair.read(); }));
+  threads.push_back(loop_until(stop, [&] {
+    for (int i = 0; i < 20; ++i) pair.write();
+    std::this_thread::sleep_for(std::chrono::microseconds(300));
+  }));
   int biased = 0;
-  threads.emplace_back([&] {
-    while (!stop.load(std::memory_order_relaxed)) {
-      if (mu.bias_if_quiet().biased) ++biased;
-      std::this_thread::sleep_for(std::chrono::microseconds(100));
-    }
-  });
+  threads.push_back(loop_until(stop, [&] {
+    if (pair.mu.bias_if_quiet().biased) ++biased;
+    std::this_thread::sleep_for(std::chrono::microseconds(100));
+  }));
   std::this_thread::sleep_for(std::chrono::milliseconds(200));
   stop = true;
   for (auto& t : threads) t.join();
-  EXPECT_FALSE(torn.load());
-  EXPECT_EQ(a, writes);
-  EXPECT_TRUE(try_lock_from_another_thread(mu)) << "a reader's count was left behind";
+  pair.expect_consistent();
   if (heavy_barrier_available()) {
     EXPECT_GT(biased, 0) << "the test never exercised the biased path";
   }
