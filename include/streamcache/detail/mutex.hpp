@@ -105,9 +105,9 @@ class ABSL_LOCKABLE SharedMutex {
   /// writer inside (or no heavy barrier on this system) leaves it as it is.
   BiasCheck bias_if_quiet() {
     if (!heavy_barrier_available() || !writer_mu_.try_lock()) return {false, false};
-    const bool quiet = writes_since_bias_check_ == 0;
+    const bool quiet = !written_since_bias_check_;
     const BiasCheck check{quiet, biased_at_check_ && !quiet};
-    writes_since_bias_check_ = 0;
+    written_since_bias_check_ = false;
     biased_at_check_ = quiet;
     // release: pairs with the readers' acquire loads of state_, like unlock(). Nobody
     // is inside as a writer (we hold writer_mu_), so readers may enter on the light path.
@@ -170,7 +170,7 @@ class ABSL_LOCKABLE SharedMutex {
   /// Step 2, with writer_mu_ held; revokes the bias if the lock had it (see the class
   /// comment). The bias is gone from here on: unlock() and a failed try_lock() store 0.
   void raise_flag() {
-    ++writes_since_bias_check_;
+    written_since_bias_check_ = true;
     const uint32_t was = state_.load(std::memory_order_relaxed);  // relaxed: only writer_mu_'s holder writes it
     state_.store(was | kWriter);  // seq_cst: step 2 of the handshake
     if ((was & kBiased) != 0) heavy_barrier();
@@ -182,7 +182,7 @@ class ABSL_LOCKABLE SharedMutex {
   std::mutex writer_mu_;  // one writer at a time; a pthread mutex, so TSan sees it
   // Guarded by writer_mu_ (a std::mutex, which the thread-safety analysis cannot name).
   // The first check has no quiet period behind it.
-  uint32_t writes_since_bias_check_ = 1;
+  bool written_since_bias_check_ = true;
   bool biased_at_check_ = false;
 };
 
