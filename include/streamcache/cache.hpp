@@ -99,8 +99,9 @@ class CacheBuilder {
 /// kSize / kExpired notifications are applied in batches by "maintenance", which runs
 /// amortized on reads and writes and on run_pending_tasks(); between two maintenance
 /// runs the size may exceed max_capacity by the writes not yet applied (at most 256
-/// pending writes before writers start doing maintenance themselves). An expired entry
-/// is invisible at once and removed by the next maintenance.
+/// pending adds before writers start doing maintenance themselves; a single thread never
+/// sees it exceeded). Updates and removals are applied in batches of 16 at most. An
+/// expired entry is invisible at once and removed by the next maintenance.
 ///
 /// Memory ordering: everything a thread did before insert(k, v) returned
 /// happens-before anything done after a get(k) on another thread returns that value.

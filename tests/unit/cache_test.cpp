@@ -148,6 +148,21 @@ TEST(CacheSize, SingleThreadedWritesNeverOvershoot) {
   }
 }
 
+TEST(CacheSize, SingleThreadedUpdatesThatAddWeightNeverOvershoot) {
+  auto cache = StringCache::builder()
+                   .max_capacity(10)
+                   .weigher([](const int&, const std::string& v) { return static_cast<uint32_t>(v.size()); })
+                   .build();
+  for (int i = 0; i < 10; ++i) cache.insert(i, "a");
+  for (int i = 0; i < 10; ++i) {
+    cache.insert(i, "aaaa");  // three heavier: more than the bound allows
+    uint64_t weight = 0;
+    cache.for_each([&](const int&, const std::string& v) { weight += v.size(); });
+    EXPECT_LE(weight, 10u) << "after update " << i;
+    EXPECT_LE(cache.weighted_size(), 10u) << "after update " << i;
+  }
+}
+
 TEST(CacheSize, CapacityZeroKeepsNothingAndReportsSizeOnce) {
   Removals removals;
   auto cache = StringCache::builder().max_capacity(0).eviction_listener(removals.listener()).build();
@@ -230,6 +245,19 @@ TEST_F(ExpiryFixture, TimeToLiveExpiresFromTheWrite) {
   EXPECT_EQ(cache.entry_count(), 0u);
   EXPECT_THAT(removals.calls, ElementsAre(std::make_tuple(1, "one", RemovalCause::kExpired)));
   EXPECT_EQ(cache.stats().evictions_expired, 1u);
+}
+
+TEST_F(ExpiryFixture, UpdatesAloneRunMaintenanceWithinABatch) {
+  auto cache = StringCache::builder().time_to_live(seconds(10)).clock(clock).eviction_listener(removals.listener()).build();
+  cache.insert(1, "one");
+  clock->advance(seconds(5));
+  cache.insert(2, "two");
+  clock->advance(seconds(5));  // 1 has expired, 2 has not
+  // Updates are applied in batches (16 at most), never left waiting for a read or for
+  // run_pending_tasks(): a write-only workload still expires what it should.
+  for (int i = 0; i < 16; ++i) cache.insert(2, std::to_string(i));
+  EXPECT_EQ(removals.count(RemovalCause::kExpired), 1u);
+  EXPECT_EQ(cache.entry_count(), 1u);
 }
 
 TEST_F(ExpiryFixture, TimeToLiveRestartsOnReplace) {
