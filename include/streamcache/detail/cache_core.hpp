@@ -926,9 +926,10 @@ class CacheCore {
   /// as soon as an event may have grown the cache (so that a single-threaded user never
   /// sees it over its bound), but updates and removals shrink nothing that waits: running
   /// maintenance for each of them cost a write two extra shard locks, the maintenance
-  /// lock and a clock read (write 100%, 1 thread: 2.9 -> 5.3 M ops/s with batches of 16,
-  /// docs/notes/cache_benchmarks.md). So an add, and an update when a weigher may have
-  /// made the entry heavier, is a whole batch on its own; any other event 1/kWriteBatch.
+  /// lock and a clock read (write 100%, 1 thread, a quarter of them adds: 2.8 -> 3.3 M
+  /// ops/s, docs/notes/cache_benchmarks.md "Session 6"). So an add, and an update when a
+  /// weigher may have made the entry heavier, is a whole batch on its own; any other
+  /// event 1/kWriteBatch.
   int64_t pending_units(EventKind kind) const {
     if (kind == EventKind::kAdd || (kind == EventKind::kUpdate && config_.weigher)) return kWriteBatch;
     return 1;
