@@ -116,10 +116,13 @@ class Sequencer {
     owner_.store(kShared, std::memory_order_release);  // release: pairs with the acquire load in next_slow()
   }
 
-  // One line, written per claim by the owner alone (or by every producer's fetch_add).
+  // Written per claim by the owner alone, or by every producer's fetch_add.
   alignas(kCacheLine) std::atomic<uint64_t> claimed_{0};
-  std::atomic<uint64_t> owner_;  // kNobody, a thread token, kRevoking or kShared
-  std::atomic<bool> busy_{false};
+  // Read by every claim but written only while ownership changes: on a line of their
+  // own, so that once shared a claim's load of owner_ hits in cache instead of pulling
+  // claimed_'s line over from the other producer just before its fetch_add does again.
+  alignas(kCacheLine) std::atomic<uint64_t> owner_;  // kNobody, a thread token, kRevoking or kShared
+  std::atomic<bool> busy_{false};  // written by the owner alone, beside owner_ which it reads
 };
 
 }  // namespace streamcache::detail
