@@ -20,6 +20,10 @@
 //                  (pop() one at a time, or pop(buf, 64) for batches)
 //   MutexDeque     std::mutex + std::condition_variable + std::deque broadcast with a
 //                  cursor per subscriber; producers wait when 4096 messages are unread
+// BM_BroadcastPublishBatch (2 -> 2 only): the same, with producers handing over 64
+// messages per call: Broadcast::publish_batch (one claim per 64), spsc_queue::push(array,
+// n), and one lock + notify per 64 for the mutex deque. The bars are on
+// BM_Broadcast (one publish per message); these rows show what batching producers buy.
 // Spin loops of the baselines (a full spsc queue, an empty one) spin 64 times with a
 // pause, then yield: with 5 threads on 2 cores, a pure spin would mostly measure the
 // scheduler. Our ring's kBlocking waits do the same, then sleep on a futex.
@@ -35,6 +39,7 @@
 #include <deque>
 #include <memory>
 #include <mutex>
+#include <span>
 #include <thread>
 #include <vector>
 
@@ -72,6 +77,14 @@ class RingAdapter {
   }
   void produce(int /*p*/, uint64_t first, uint64_t count) {
     for (uint64_t i = 0; i < count; ++i) ring_.publish(first + i);
+  }
+  void produce_batches(int /*p*/, uint64_t first, uint64_t count) {
+    uint64_t buf[kBatch];
+    for (uint64_t i = 0; i < count; i += kBatch) {
+      const uint64_t n = std::min<uint64_t>(kBatch, count - i);
+      for (uint64_t k = 0; k < n; ++k) buf[k] = first + i + k;
+      ring_.publish_batch(std::span<const uint64_t>(buf, n));
+    }
   }
   void producers_done() { ring_.close(); }
   uint64_t consume(int s, bool batch, uint64_t& checksum) {
@@ -125,6 +138,23 @@ class SpscFanout {
       for (int s = 0; s < subscribers_; ++s) {
         Backoff backoff;
         while (!queue(p, s).push(first + i)) backoff.pause();
+      }
+    }
+    done_[p].store(true, std::memory_order_release);  // release: pairs with the acquire load in consume()
+  }
+  // boost's documented batch push: push(const T*, size) returns how many fitted.
+  void produce_batches(int p, uint64_t first, uint64_t count) {
+    uint64_t buf[kBatch];
+    for (uint64_t i = 0; i < count; i += kBatch) {
+      const size_t n = static_cast<size_t>(std::min<uint64_t>(kBatch, count - i));
+      for (size_t k = 0; k < n; ++k) buf[k] = first + i + k;
+      for (int s = 0; s < subscribers_; ++s) {
+        Backoff backoff;
+        for (size_t pushed = 0; pushed < n;) {
+          const size_t now = queue(p, s).push(buf + pushed, n - pushed);
+          pushed += now;
+          if (now == 0) backoff.pause();
+        }
       }
     }
     done_[p].store(true, std::memory_order_release);  // release: pairs with the acquire load in consume()
@@ -188,6 +218,16 @@ class MutexDeque {
       not_empty_.notify_all();
     }
   }
+  void produce_batches(int /*p*/, uint64_t first, uint64_t count) {
+    for (uint64_t i = 0; i < count; i += kBatch) {
+      const uint64_t n = std::min<uint64_t>(kBatch, count - i);
+      std::unique_lock lock(mu_);
+      not_full_.wait(lock, [&] { return queue_.size() + n <= kCapacity; });
+      for (uint64_t k = 0; k < n; ++k) queue_.push_back(first + i + k);
+      lock.unlock();
+      not_empty_.notify_all();
+    }
+  }
   void producers_done() {
     {
       std::lock_guard lock(mu_);
@@ -239,8 +279,10 @@ double process_cpu_seconds() {
 }
 
 // Args: producers, subscribers, batch (0 = recv, 1 = recv_batch(64)).
-template <class Impl>
-void BM_Broadcast(benchmark::State& state) {
+// kPublishBatches: producers hand over 64 messages per call (Broadcast::publish_batch,
+// spsc_queue::push(array), one lock per 64 for the mutex deque) instead of one.
+template <class Impl, bool kPublishBatches>
+void run_broadcast(benchmark::State& state) {
   const int producers = static_cast<int>(state.range(0));
   const int subscribers = static_cast<int>(state.range(1));
   const bool batch = state.range(2) != 0;
@@ -261,7 +303,14 @@ void BM_Broadcast(benchmark::State& state) {
     std::vector<std::thread> writers;
     const uint64_t share = kMessages / static_cast<uint64_t>(producers);
     for (int p = 0; p < producers; ++p) {
-      writers.emplace_back([&, p] { impl.produce(p, 1 + static_cast<uint64_t>(p) * share, share); });
+      writers.emplace_back([&, p] {
+        const uint64_t first = 1 + static_cast<uint64_t>(p) * share;
+        if constexpr (kPublishBatches) {
+          impl.produce_batches(p, first, share);
+        } else {
+          impl.produce(p, first, share);
+        }
+      });
     }
     for (auto& t : writers) t.join();
     impl.producers_done();
@@ -283,6 +332,16 @@ void BM_Broadcast(benchmark::State& state) {
       benchmark::Counter::kDefaults, benchmark::Counter::kIs1000);
 }
 
+template <class Impl>
+void BM_Broadcast(benchmark::State& state) {
+  run_broadcast<Impl, false>(state);
+}
+
+template <class Impl>
+void BM_BroadcastPublishBatch(benchmark::State& state) {
+  run_broadcast<Impl, true>(state);
+}
+
 void Cases(benchmark::internal::Benchmark* b) {
   b->ArgNames({"P", "S", "batch"});
   for (int batch : {0, 1}) {
@@ -298,6 +357,18 @@ BENCHMARK_TEMPLATE(BM_Broadcast, RingBlock)->Apply(Cases);
 BENCHMARK_TEMPLATE(BM_Broadcast, RingOverwrite)->Apply(Cases);
 BENCHMARK_TEMPLATE(BM_Broadcast, SpscFanout)->Apply(Cases);
 BENCHMARK_TEMPLATE(BM_Broadcast, MutexDeque)->Apply(Cases);
+
+// Several producers are where a batch per call pays: each claim is a contended atomic add.
+void PublishBatchCases(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"P", "S", "batch"});
+  b->Args({2, 2, 0});
+  b->Args({2, 2, 1});
+  b->UseRealTime()->MeasureProcessCPUTime()->Unit(benchmark::kMillisecond);
+}
+
+BENCHMARK_TEMPLATE(BM_BroadcastPublishBatch, RingBlock)->Apply(PublishBatchCases);
+BENCHMARK_TEMPLATE(BM_BroadcastPublishBatch, SpscFanout)->Apply(PublishBatchCases);
+BENCHMARK_TEMPLATE(BM_BroadcastPublishBatch, MutexDeque)->Apply(PublishBatchCases);
 
 }  // namespace
 

@@ -602,6 +602,26 @@ class Report:
             out += table(["P -> S", "mode", "ring kBlock", "spsc fan-out", "mutex+cv+deque", "ring / spsc",
                           "ring / mutex"], cpu_rows)
 
+        # Producers handing over 64 messages per call (BM_BroadcastPublishBatch); not a bar.
+        pb_rows = []
+        for batch in ("0", "1"):
+            r = {i: f.find("BM_BroadcastPublishBatch", [i], P=2, S=2, batch=batch)
+                 for i in ("RingBlock", "SpscFanout", "MutexDeque")}
+            if r["RingBlock"] is None:
+                continue
+            single = f.find("BM_Broadcast", ["RingBlock"], P=2, S=2, batch=batch)
+            pb_rows.append(["2 -> 2", "batch 64" if batch == "1" else "recv"] +
+                           [fmt_rate(r[i].items if r[i] else None) for i in ("RingBlock", "SpscFanout", "MutexDeque")] +
+                           [fmt_ratio(ratio(r["RingBlock"], r["SpscFanout"])),
+                            fmt_ratio(ratio(r["RingBlock"], r["MutexDeque"])),
+                            fmt_ratio(ratio(r["RingBlock"], single))])
+        if pb_rows:
+            out += ["", "Producers publishing 64 messages per call (`publish_batch`, one claim per 64; "
+                    "`spsc_queue::push(array, n)`; one lock per 64 for the mutex deque), M messages/s "
+                    "delivered. Not one of the issue's cases: what batching producers buy.", ""]
+            out += table(["P -> S", "mode", "ring kBlock", "spsc fan-out", "mutex+cv+deque", "ring / spsc",
+                          "ring / mutex", "ring / ring with publish()"], pb_rows)
+
         v = ratio(f.find("BM_Broadcast", ["RingBlock"], P=1, S=1, batch=1),
                   f.find("BM_Broadcast", ["SpscFanout"], P=1, S=1, batch=1))
         self.bar(f"broadcast 1 -> 1, batches: >= {BAR_BCAST_1_1_BATCH_VS_SPSC:.1f}x spsc fan-out", fmt_ratio(v), v,

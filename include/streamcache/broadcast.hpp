@@ -9,6 +9,7 @@
 #include <limits>
 #include <memory>
 #include <optional>
+#include <span>
 #include <stdexcept>
 #include <stop_token>
 #include <string>
@@ -291,6 +292,46 @@ class Broadcast {
   /// published_cursor() stop at an unpublished one. Throws std::logic_error after close().
   uint64_t claim() { return ring_->claim(); }
 
+  /// claim() for `n` messages at once: reserves the sequences first .. first + n - 1 and
+  /// returns first; each must then be passed to publish_claimed(). One claim instead of
+  /// n matters when several threads publish: each claim is then a contended atomic
+  /// add. Throws std::invalid_argument unless 1 <= n <= capacity().
+  uint64_t claim(size_t n) {
+    check_batch_size("claim: n", n);
+    return ring_->claim(n);
+  }
+
+  /// Publishes copies of `values` as consecutive messages, with one claim for the lot
+  /// (see claim(n)), and returns the first one's sequence (0 when `values` is empty).
+  /// Throws std::invalid_argument when values.size() > capacity(). If copying a value
+  /// throws, it and the values after it are completed as lost (subscribers count them
+  /// as missed, nobody stalls) and the exception propagates.
+  uint64_t publish_batch(std::span<const T> values) {
+    if (values.empty()) return 0;
+    check_batch_size("publish_batch: values.size()", values.size());
+    const uint64_t first = ring_->claim(values.size());
+    const uint64_t end = first + values.size();
+    uint64_t seq = first;
+    if constexpr (std::is_nothrow_copy_constructible_v<T> && std::is_nothrow_move_constructible_v<T>) {
+      for (const T& v : values) ring_->publish_claimed(seq++, T(v));
+    } else {
+      try {
+        for (const T& v : values) {
+          T copy(v);  // may throw: slot `seq` is untouched then
+          const uint64_t s = seq++;
+          ring_->publish_claimed(s, std::move(copy));  // a throwing move completes `s` itself
+        }
+      } catch (...) {
+        for (; seq < end; ++seq) ring_->publish_lost(seq);
+        throw;
+      }
+    }
+    return first;
+  }
+
+  /// The ring's capacity (BroadcastOptions::capacity rounded up to a power of two).
+  size_t capacity() const { return ring_->capacity(); }
+
   /// Two-phase publish, second half: fills `seq` (from claim()) and makes it visible.
   /// Producers may finish out of order; published_cursor() and subscribers advance
   /// over the contiguous prefix only. Never throws if T's move constructor does not
@@ -328,6 +369,14 @@ class Broadcast {
 
  private:
   using Ring = detail::BroadcastRing<T>;
+
+  void check_batch_size(const char* what, size_t n) const {
+    if (n == 0 || n > ring_->capacity()) {
+      throw std::invalid_argument(std::string("Broadcast::") + what + " = " + std::to_string(n) +
+                                  " must be in 1.." + std::to_string(ring_->capacity()) +
+                                  " (the capacity)");
+    }
+  }
 
   static std::shared_ptr<Ring> make_ring(const BroadcastOptions& options) {
     if (options.capacity == 0) {

@@ -124,7 +124,11 @@ class StreamChecker {
 // single-owner mode (plain claims), so the handshakes that lean on heavy_barrier()
 // (waking subscribers, kBlock registration) are the ones under test.
 template <class Codec>
-void run_stress(BroadcastOptions options, bool use_batches, int producer_count = kProducers) {
+//
+// `batch_producers`: producer 1 claims runs of 1-4 sequences with claim(n), producer 2
+// publishes runs of 1-5 messages with publish_batch().
+void run_stress(BroadcastOptions options, bool use_batches, int producer_count = kProducers,
+                bool batch_producers = false) {
   using T = typename Codec::T;
   // Under backpressure a live subscriber never lags: only a replay that starts
   // outside the window does, once, up front.
@@ -231,15 +235,32 @@ void run_stress(BroadcastOptions options, bool use_batches, int producer_count =
   std::vector<std::thread> producers;
   for (int p = 0; p < producer_count; ++p) {
     producers.emplace_back([&, p] {
-      for (uint64_t i = 1; i <= kMessagesPerProducer; ++i) {
-        if ((i & 255) == 0 && std::chrono::steady_clock::now() >= deadline) break;
-        if (p % 2 == 0) {
+      std::vector<T> run;
+      uint64_t checked_clock_at = 0;
+      for (uint64_t i = 1; i <= kMessagesPerProducer;) {
+        if (i - checked_clock_at >= 256) {
+          checked_clock_at = i;
+          if (std::chrono::steady_clock::now() >= deadline) break;
+        }
+        const uint64_t cap = b.capacity();
+        uint64_t n = 1;
+        if (batch_producers && p == 1) {
+          n = 1 + i % std::min<uint64_t>(4, cap);
+          const uint64_t first = b.claim(n);
+          for (uint64_t k = 0; k < n; ++k) b.publish_claimed(first + k, Codec::encode(p, first + k));
+        } else if (batch_producers && p == 2) {
+          n = 1 + i % std::min<uint64_t>(5, cap);
+          run.clear();
+          for (uint64_t k = 0; k < n; ++k) run.push_back(Codec::encode(p, i + k));
+          b.publish_batch(run);
+        } else if (p % 2 == 0) {
           b.publish(Codec::encode(p, i));
         } else {
           const uint64_t seq = b.claim();
           b.publish_claimed(seq, Codec::encode(p, seq));
         }
-        published.fetch_add(1, std::memory_order_relaxed);
+        i += n;
+        published.fetch_add(n, std::memory_order_relaxed);
       }
     });
   }
@@ -280,6 +301,16 @@ TEST(BroadcastStress, BlockU64BackpressureWithChurningSubscribers) {
 
 TEST(BroadcastStress, BlockStringsBatches) {
   run_stress<StringCodec>({.capacity = 16, .overflow = Overflow::kBlock}, /*use_batches=*/true);
+}
+
+TEST(BroadcastStress, BatchProducersOverwriteU64) {
+  run_stress<U64Codec>({.capacity = 64}, /*use_batches=*/false, kProducers,
+                       /*batch_producers=*/true);
+}
+
+TEST(BroadcastStress, BatchProducersBlockStringsInSmallRing) {
+  run_stress<StringCodec>({.capacity = 8, .overflow = Overflow::kBlock}, /*use_batches=*/true,
+                          kProducers, /*batch_producers=*/true);
 }
 
 TEST(BroadcastStress, SingleProducerBlockU64ChurningSubscribersNeverLagOrHang) {

@@ -6,6 +6,7 @@
 #include <atomic>
 #include <chrono>
 #include <memory>
+#include <span>
 #include <stdexcept>
 #include <stop_token>
 #include <string>
@@ -179,6 +180,140 @@ TEST(BroadcastClaim, ClaimAfterCloseThrowsLogicError) {
   Broadcast<int> b;
   b.close();
   EXPECT_THROW(b.claim(), std::logic_error);
+}
+
+TEST(BroadcastClaim, ClaimOfNReservesContiguousSequences) {
+  Broadcast<int> b;
+  auto sub = b.subscribe();
+  EXPECT_EQ(b.claim(3), 1u);
+  EXPECT_EQ(b.claim(), 4u);  // the next claim starts after the three
+  b.publish_claimed(4, 40);
+  b.publish_claimed(2, 20);
+  b.publish_claimed(1, 10);
+  EXPECT_EQ(b.published_cursor(), 2u);
+  EXPECT_THAT(drain(sub), testing::ElementsAre(10, 20));
+  b.publish_claimed(3, 30);
+  EXPECT_EQ(b.published_cursor(), 4u);
+  EXPECT_THAT(drain(sub), testing::ElementsAre(30, 40));
+}
+
+TEST(BroadcastClaim, ClaimOfZeroOrMoreThanTheCapacityThrowsNamingN) {
+  Broadcast<int> b(BroadcastOptions{.capacity = 8});
+  EXPECT_EQ(b.capacity(), 8u);
+  for (size_t n : {size_t{0}, size_t{9}}) {
+    try {
+      b.claim(n);
+      ADD_FAILURE() << "claim(" << n << ") did not throw";
+    } catch (const std::invalid_argument& e) {
+      EXPECT_THAT(e.what(), testing::HasSubstr("claim: n = " + std::to_string(n)));
+    }
+  }
+  EXPECT_EQ(b.claim(8), 1u);  // the whole ring at once is allowed
+}
+
+// --- publish_batch -------------------------------------------------------------------------
+
+TEST(BroadcastPublishBatch, PublishesConsecutiveSequencesAndReturnsTheFirst) {
+  Broadcast<int> b;
+  auto sub = b.subscribe();
+  EXPECT_EQ(b.publish(1), 1u);
+  const std::vector<int> values{2, 3, 4};
+  EXPECT_EQ(b.publish_batch(values), 2u);
+  EXPECT_EQ(b.publish(5), 5u);
+  EXPECT_EQ(b.published_cursor(), 5u);
+  for (uint64_t seq = 1; seq <= 5; ++seq) {
+    Received<int> r = sub.try_recv();
+    ASSERT_EQ(r.status, RecvStatus::kOk);
+    EXPECT_EQ(r.seq, seq);
+    EXPECT_EQ(*r.value, static_cast<int>(seq));
+  }
+}
+
+TEST(BroadcastPublishBatch, EmptyBatchPublishesNothingAndReturnsZero) {
+  Broadcast<int> b;
+  EXPECT_EQ(b.publish_batch(std::span<const int>{}), 0u);
+  EXPECT_EQ(b.published_cursor(), 0u);
+  EXPECT_EQ(b.publish(7), 1u);
+}
+
+TEST(BroadcastPublishBatch, BatchLargerThanTheCapacityThrowsAndPublishesNothing) {
+  Broadcast<int> b(BroadcastOptions{.capacity = 4});
+  const std::vector<int> values(5, 1);
+  try {
+    b.publish_batch(values);
+    ADD_FAILURE() << "no exception";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_THAT(e.what(), testing::HasSubstr("publish_batch: values.size() = 5"));
+  }
+  EXPECT_EQ(b.publish(1), 1u);  // no sequence was taken
+}
+
+TEST(BroadcastPublishBatch, AfterCloseThrowsLogicError) {
+  Broadcast<int> b;
+  b.close();
+  const std::vector<int> values{1, 2};
+  EXPECT_THROW(b.publish_batch(values), std::logic_error);
+}
+
+// Copying a value whose `fail` is set throws.
+struct FailingCopy {
+  int v = 0;
+  bool fail = false;
+  FailingCopy() = default;
+  FailingCopy(int x, bool f) : v(x), fail(f) {}
+  FailingCopy(const FailingCopy& o) : v(o.v), fail(o.fail) {
+    if (fail) throw std::runtime_error("copy failed");
+  }
+  FailingCopy(FailingCopy&&) noexcept = default;
+  FailingCopy& operator=(const FailingCopy&) = default;
+  FailingCopy& operator=(FailingCopy&&) noexcept = default;
+};
+
+TEST(BroadcastPublishBatch, ThrowingCopyLosesTheRestOfTheBatchButNobodyStalls) {
+  Broadcast<FailingCopy> b;
+  auto sub = b.subscribe();
+  std::vector<FailingCopy> values;
+  values.reserve(3);
+  values.emplace_back(1, false);
+  values.emplace_back(2, true);  // (an initializer list would copy it, and throw, here)
+  values.emplace_back(3, false);
+  EXPECT_THROW(b.publish_batch(values), std::runtime_error);
+  EXPECT_EQ(b.published_cursor(), 3u);  // all three completed
+  EXPECT_EQ(b.publish(FailingCopy{4, false}), 4u);
+  Received<FailingCopy> r = sub.try_recv();
+  ASSERT_EQ(r.status, RecvStatus::kOk);
+  EXPECT_EQ(r.value->v, 1);
+  for (int lost = 2; lost <= 3; ++lost) {  // 2, whose copy threw, and 3 after it: one each
+    r = sub.try_recv();
+    ASSERT_EQ(r.status, RecvStatus::kLagged);
+    EXPECT_EQ(r.missed, 1u);
+  }
+  EXPECT_EQ(sub.missed_total(), 2u);
+  r = sub.try_recv();
+  ASSERT_EQ(r.status, RecvStatus::kOk);
+  EXPECT_EQ(r.seq, 4u);
+  EXPECT_EQ(r.value->v, 4);
+}
+
+TEST(BroadcastPublishBatch, BlockingBatchWaitsUntilTheWholeBatchFits) {
+  Broadcast<int> b(BroadcastOptions{.capacity = 4, .overflow = Overflow::kBlock});
+  auto sub = b.subscribe();
+  b.publish(1);
+  b.publish(2);
+  std::atomic<bool> done{false};
+  std::jthread producer([&] {
+    const std::vector<int> values{3, 4, 5};  // 5 needs the slot of 1
+    b.publish_batch(values);
+    done = true;
+  });
+  // Negative check: the batch must wait for `sub` to read 1 (bounded look).
+  std::this_thread::sleep_for(milliseconds(20));
+  EXPECT_FALSE(done.load());
+  std::vector<int> got;
+  while (got.size() < 5) got.push_back(*sub.recv().value);
+  producer.join();
+  EXPECT_THAT(got, testing::ElementsAre(1, 2, 3, 4, 5));
+  EXPECT_EQ(sub.missed_total(), 0u);
 }
 
 // --- subscribe_from ----------------------------------------------------------------------

@@ -63,45 +63,40 @@ class BroadcastRing {
   WaitMode mode() const noexcept { return mode_; }
   bool closed() const noexcept { return closed_.load(); }
 
-  /// Reserves the next sequence. kBlock: waits until the slot is free for every live
+  /// Reserves the next `n` sequences (1 <= n <= capacity, checked by the caller) and
+  /// returns the first. kBlock: waits until their slots are free for every live
   /// subscriber. Throws std::logic_error once closed (also when close() interrupts
-  /// the wait; that sequence then stays unpublished, which only matters after close).
-  uint64_t claim() {
+  /// the wait; those sequences then stay unpublished, which only matters after close).
+  uint64_t claim(uint64_t n = 1) {
     if (closed_.load()) throw std::logic_error("Broadcast: publish after close()");
-    const uint64_t seq = sequencer_.next();
+    const uint64_t first = sequencer_.next(n);
+    const uint64_t last = first + n - 1;
     light_barrier();  // the light side for register_gate(): our claim, then the gate load
-    if (block_producers_ && seq > capacity_ && !gate_allows(seq, gate_cache_.load())) {
-      wait_for_gate(seq);
+    if (block_producers_ && last > capacity_ && !gate_allows(last, gate_cache_.load())) {
+      wait_for_gate(last);
     }
-    return seq;
+    return first;
   }
 
   /// Fills the claimed `seq` and makes it visible. Every claimed sequence must be
   /// published, or subscribers (and published_cursor) stall at it.
   void publish_claimed(uint64_t seq, T&& value) noexcept(std::is_nothrow_move_constructible_v<T>) {
-    Slot& slot = slots_[seq & mask_];
-    // Fetch a line we will write soon for ownership now: subscribers hold it shared
-    // from the last lap, and the claim RMW of the next publish would otherwise stall
-    // on this store's cache miss.
-    __builtin_prefetch(&slots_[(seq + kPrefetchAhead) & mask_], 1);
-    slot.wait_for_predecessor(seq, capacity_);
-    struct Notify {
-      BroadcastRing* ring;
-      uint64_t seq;
-      ~Notify() {
-        // The light side for waiting subscribers (their heavy side is in wait_readable):
-        // the claim and stamp stores above stay above the parker load, in the compiler.
-        light_barrier();
-        ring->data_parker_.notify_if_waiting();
-        // Keep the published hint close, so published_cursor() scans a short distance.
-        if ((seq & (kHintStride - 1)) == 0) ring->published_cursor();
+    fill(seq, [&](Slot& slot) {
+      if constexpr (kUseSeqlock<T>) {
+        slot.write(seq, value);
+      } else {
+        slot.write(seq, std::move(value));
       }
-    } notify{this, seq};
-    if constexpr (kUseSeqlock<T>) {
-      slot.write(seq, value);
-    } else {
-      slot.write(seq, std::move(value));
-    }
+    });
+  }
+
+  /// Completes the claimed `seq` without a message, so nobody stalls at it; subscribers
+  /// count it as missed. For a batch whose copy of a value threw before its slot was
+  /// touched (trivially copyable values, in seqlock slots, cannot throw).
+  void publish_lost(uint64_t seq) noexcept
+    requires(!kUseSeqlock<T>)
+  {
+    fill(seq, [&](Slot& slot) { slot.write_lost(seq); });
   }
 
   /// The highest s such that every sequence <= s is complete.
@@ -197,6 +192,30 @@ class BroadcastRing {
   // Every 256th sequence, its producer advances the published hint.
   static constexpr uint64_t kHintStride = 256;
   static constexpr uint64_t kPrefetchAhead = 16;
+
+  /// The common part of completing a claimed `seq`: `write(slot)` stores it.
+  template <class Write>
+  void fill(uint64_t seq, Write&& write) noexcept(noexcept(write(std::declval<Slot&>()))) {
+    Slot& slot = slots_[seq & mask_];
+    // Fetch a line we will write soon for ownership now: subscribers hold it shared
+    // from the last lap, and the claim RMW of the next publish would otherwise stall
+    // on this store's cache miss.
+    __builtin_prefetch(&slots_[(seq + kPrefetchAhead) & mask_], 1);
+    slot.wait_for_predecessor(seq, capacity_);
+    struct Notify {
+      BroadcastRing* ring;
+      uint64_t seq;
+      ~Notify() {
+        // The light side for waiting subscribers (their heavy side is in wait_readable):
+        // the claim and stamp stores above stay above the parker load, in the compiler.
+        light_barrier();
+        ring->data_parker_.notify_if_waiting();
+        // Keep the published hint close, so published_cursor() scans a short distance.
+        if ((seq & (kHintStride - 1)) == 0) ring->published_cursor();
+      }
+    } notify{this, seq};
+    write(slot);
+  }
 
   bool gate_allows(uint64_t seq, uint64_t gate) const noexcept { return seq - capacity_ < gate; }
 

@@ -45,10 +45,11 @@ class Sequencer {
  public:
   Sequencer() : owner_(heavy_barrier_available() ? kNobody : kShared) {}
 
-  uint64_t next() noexcept {
+  /// Claims `n` >= 1 contiguous sequences and returns the first of them.
+  uint64_t next(uint64_t n = 1) noexcept {
     const uint64_t me = this_thread_token();
-    const uint64_t seq = try_claim_as_owner(me);
-    return seq != 0 ? seq : next_slow(me);
+    const uint64_t first = try_claim_as_owner(me, n);
+    return first != 0 ? first : next_slow(me, n);
   }
 
   /// The highest sequence claimed so far, as far as this thread can tell.
@@ -69,40 +70,41 @@ class Sequencer {
   static constexpr uint64_t kRevoking = std::numeric_limits<uint64_t>::max() - 1;
   static constexpr uint64_t kShared = std::numeric_limits<uint64_t>::max();
 
-  /// The owner's plain claim; 0 when `me` is not the owner.
-  uint64_t try_claim_as_owner(uint64_t me) noexcept {
+  /// The owner's plain claim of `n` sequences (the first is returned); 0 when `me` is
+  /// not the owner.
+  uint64_t try_claim_as_owner(uint64_t me, uint64_t n) noexcept {
     // Only the owner may write busy_: another thread's `busy_ = false` could hide the
     // owner's claim in progress from a revoker.
     if (owner_.load(std::memory_order_relaxed) != me) return 0;  // relaxed: re-checked below
     busy_.store(true, std::memory_order_relaxed);  // relaxed: made visible to a revoker by its heavy_barrier()
     light_barrier();
     if (owner_.load(std::memory_order_relaxed) == me) {  // relaxed: ordered after busy_ by the revoker's heavy_barrier()
-      const uint64_t seq = claimed_.load(std::memory_order_relaxed) + 1;  // relaxed: only this thread writes it now
-      claimed_.store(seq, std::memory_order_relaxed);  // relaxed: see the class comment for its readers
+      const uint64_t before = claimed_.load(std::memory_order_relaxed);  // relaxed: only this thread writes it now
+      claimed_.store(before + n, std::memory_order_relaxed);  // relaxed: see the class comment for its readers
       busy_.store(false, std::memory_order_release);  // release: pairs with the acquire wait in revoke(), so this claim precedes the revoker's fetch_add
-      return seq;
+      return before + 1;
     }
     busy_.store(false, std::memory_order_release);  // release: as above, so a revoker that reads it also sees our earlier claims
     return 0;
   }
 
   // Out of line: runs for the first claim and then only once several threads publish.
-  [[gnu::noinline]] uint64_t next_slow(uint64_t me) noexcept {
+  [[gnu::noinline]] uint64_t next_slow(uint64_t me, uint64_t n) noexcept {
     Backoff backoff;
     for (;;) {
       uint64_t owner = owner_.load(std::memory_order_acquire);  // acquire: pairs with the release store of kShared in revoke()
-      if (owner == kShared) return claimed_.fetch_add(1) + 1;
+      if (owner == kShared) return claimed_.fetch_add(n) + 1;
       if (owner == kNobody) {
         if (owner_.compare_exchange_strong(owner, me)) {
-          if (const uint64_t seq = try_claim_as_owner(me); seq != 0) return seq;
+          if (const uint64_t first = try_claim_as_owner(me, n); first != 0) return first;
         }
       } else if (owner == kRevoking) {
         // Another thread is waiting for the owner's last plain claim: microseconds.
         backoff.pause();
       } else if (owner != me) {
         revoke(owner);
-      } else if (const uint64_t seq = try_claim_as_owner(me); seq != 0) {
-        return seq;  // rare: our own claim of ownership became visible late
+      } else if (const uint64_t first = try_claim_as_owner(me, n); first != 0) {
+        return first;  // rare: our own claim of ownership became visible late
       }
     }
   }

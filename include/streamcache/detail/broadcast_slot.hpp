@@ -116,24 +116,12 @@ class LockedSlot : public SlotStamp {
   /// constructor throws, the slot is completed without a value (subscribers count the
   /// message as missed) and the exception propagates.
   void write(uint64_t seq, T&& value) noexcept(std::is_nothrow_move_constructible_v<T>) {
-    lock_.fetch_or(kWriter, std::memory_order_relaxed);  // relaxed: the acquire loads below complete the lock
-    // acquire: pairs with the release fetch_sub of each departing reader, so their
-    // copies of the old value happen before we destroy it.
-    while (lock_.load(std::memory_order_acquire) != kWriter) std::this_thread::yield();
-    stamp_.store(writing_stamp(seq), std::memory_order_relaxed);  // relaxed: readers see it through the lock's release below
-    struct Complete {
-      LockedSlot* slot;
-      uint64_t seq;
-      ~Complete() {
-        // An RMW, not a store of 0: readers that saw the writer bit are still
-        // backing out their increments. Before the stable stamp, which is what
-        // releases the next lap's writer.
-        slot->lock_.fetch_and(~kWriter, std::memory_order_release);  // release: pairs with readers' acquire fetch_add in read()
-        slot->stamp_.store(stable_stamp(seq), std::memory_order_release);  // release: pairs with the acquire stamp loads in read() and complete()
-      }
-    } complete{this, seq};
-    value_.reset();
-    value_.emplace(std::move(value));
+    write_with(seq, [&](std::optional<T>& slot_value) { slot_value.emplace(std::move(value)); });
+  }
+
+  /// Completes `seq` without a value: readers count the message as missed.
+  void write_lost(uint64_t seq) noexcept {
+    write_with(seq, [](std::optional<T>&) noexcept {});
   }
 
   template <class Sink>
@@ -157,6 +145,30 @@ class LockedSlot : public SlotStamp {
   }
 
  private:
+  /// The writer's protocol; `emplace(value_)` stores the new value (or nothing). If it
+  /// throws, the slot is still completed, empty.
+  template <class Emplace>
+  void write_with(uint64_t seq, Emplace&& emplace) noexcept(noexcept(emplace(std::declval<std::optional<T>&>()))) {
+    lock_.fetch_or(kWriter, std::memory_order_relaxed);  // relaxed: the acquire loads below complete the lock
+    // acquire: pairs with the release fetch_sub of each departing reader, so their
+    // copies of the old value happen before we destroy it.
+    while (lock_.load(std::memory_order_acquire) != kWriter) std::this_thread::yield();
+    stamp_.store(writing_stamp(seq), std::memory_order_relaxed);  // relaxed: readers see it through the lock's release below
+    struct Complete {
+      LockedSlot* slot;
+      uint64_t seq;
+      ~Complete() {
+        // An RMW, not a store of 0: readers that saw the writer bit are still
+        // backing out their increments. Before the stable stamp, which is what
+        // releases the next lap's writer.
+        slot->lock_.fetch_and(~kWriter, std::memory_order_release);  // release: pairs with readers' acquire fetch_add in read()
+        slot->stamp_.store(stable_stamp(seq), std::memory_order_release);  // release: pairs with the acquire stamp loads in read() and complete()
+      }
+    } complete{this, seq};
+    value_.reset();
+    emplace(value_);
+  }
+
   mutable std::atomic<uint32_t> lock_{0};  // kWriter | number of readers
   std::optional<T> value_;
 };
