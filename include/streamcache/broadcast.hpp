@@ -178,7 +178,7 @@ class Subscriber {
     gate_.reset();
   }
 
-  void moved_cursor(bool about_to_wait = false) {
+  [[gnu::always_inline]] void moved_cursor(bool about_to_wait = false) {
     if (gate_) ring_->advance_gate(gate_.get(), next_, about_to_wait);
   }
 
@@ -188,7 +188,24 @@ class Subscriber {
     next_ = target;
   }
 
-  Received<T> poll() {
+  // The receive paths' per-message step: a message ready to read is taken here, with
+  // moved_cursor() and the ring's advance_gate(), all forced inline; everything else
+  // goes to poll_rest(). GCC's unit-growth limits outlined this path once the
+  // benchmark's translation unit grew, and 1 -> 4 recv lost 3x (docs/notes/broadcast.md,
+  // session 7); a user's translation unit can be larger still.
+  [[gnu::always_inline]] Received<T> poll() {
+    if (ring_ && pending_missed_ == 0 && !born_closed_) [[likely]] {
+      Received<T> r{RecvStatus::kOk, next_, 0, std::nullopt};
+      if (ring_->read(next_, [&](const T& v) { r.value.emplace(v); }) == detail::ReadStatus::kOk) [[likely]] {
+        ++next_;
+        moved_cursor();
+        return r;
+      }
+    }
+    return poll_rest();
+  }
+
+  Received<T> poll_rest() {
     if (!ring_) return {RecvStatus::kClosed, next_, 0, std::nullopt};
     if (pending_missed_ != 0) {  // kBlock subscribe_from() that started behind the window
       const uint64_t missed = std::exchange(pending_missed_, 0);
@@ -216,7 +233,7 @@ class Subscriber {
     if (ring_->closed() && !ring_->complete(next_)) {
       return {RecvStatus::kClosed, next_, 0, std::nullopt};
     }
-    if (ring_->closed()) return poll();  // completed just now, before the close
+    if (ring_->closed()) return poll_rest();  // completed just now, before the close
     return {RecvStatus::kEmpty, next_, 0, std::nullopt};
   }
 
