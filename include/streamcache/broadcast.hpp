@@ -143,7 +143,7 @@ class Subscriber {
       if (next_ != first) moved_cursor();
       if (appended > 0) return appended;
       if (drained_closed) return 0;
-      moved_cursor(/*about_to_wait=*/true);
+      moved_cursor(/*announce=*/true);
       if (ring_->wait_readable(next_, std::nullopt, stop) == detail::WaitOutcome::kCancelled) {
         return 0;
       }
@@ -178,12 +178,26 @@ class Subscriber {
     gate_.reset();
   }
 
-  [[gnu::always_inline]] void moved_cursor(bool about_to_wait = false) {
-    if (gate_) ring_->advance_gate(gate_.get(), next_, about_to_wait);
+  // `announce`: we are about to wait, or to report kEmpty. Then a kBlock subscriber does
+  // the full handshake with producers waiting for space (advance_gate's `force`), or one
+  // of them could sleep for good: a batch claim may need exactly the cursor we stop at,
+  // and no stride multiple need lie on the way. Once per cursor value is enough (a
+  // producer that parks later reads the cursor we announced).
+  [[gnu::always_inline]] void moved_cursor(bool announce = false) {
+    if (!gate_) return;
+    if (announce) {
+      if (announced_ == next_) return;
+      announced_ = next_;
+    }
+    ring_->advance_gate(gate_.get(), next_, announce);
   }
 
   void skip_lag() {
-    const uint64_t target = ring_->lag_target(next_);
+    // kBlock producers never overwrite what a live subscriber has not read, so there an
+    // "overwritten" slot is one message lost by its producer (a throwing copy or move):
+    // skip just it. Jumping to lag_target() would also skip sequences already claimed
+    // by producers still waiting for room.
+    const uint64_t target = gate_ ? next_ + 1 : ring_->lag_target(next_);
     missed_total_ += target - next_;
     next_ = target;
   }
@@ -234,14 +248,14 @@ class Subscriber {
       return {RecvStatus::kClosed, next_, 0, std::nullopt};
     }
     if (ring_->closed()) return poll_rest();  // completed just now, before the close
+    moved_cursor(/*announce=*/true);
     return {RecvStatus::kEmpty, next_, 0, std::nullopt};
   }
 
   Received<T> wait_recv(const detail::Deadline& deadline, const std::stop_token& stop) {
     for (;;) {
       Received<T> r = poll();
-      if (r.status != RecvStatus::kEmpty) return r;
-      moved_cursor(/*about_to_wait=*/true);
+      if (r.status != RecvStatus::kEmpty) return r;  // kEmpty has announced our cursor
       switch (ring_->wait_readable(next_, deadline, stop)) {
         case detail::WaitOutcome::kReady:
           break;
@@ -258,6 +272,7 @@ class Subscriber {
   uint64_t next_ = 1;
   uint64_t missed_total_ = 0;
   uint64_t pending_missed_ = 0;
+  uint64_t announced_ = 0;  // the cursor of our last full handshake with producers
   bool born_closed_ = false;
 };
 
@@ -319,7 +334,8 @@ class Broadcast {
   }
 
   /// Publishes copies of `values` as consecutive messages, with one claim for the lot
-  /// (see claim(n)), and returns the first one's sequence (0 when `values` is empty).
+  /// (see claim(n)), and returns the first one's sequence. An empty `values` publishes
+  /// nothing and returns 0, even after close().
   /// Throws std::invalid_argument when values.size() > capacity(). If copying a value
   /// throws, it and the values after it are completed as lost (subscribers count them
   /// as missed, nobody stalls) and the exception propagates.
@@ -329,7 +345,8 @@ class Broadcast {
     const uint64_t first = ring_->claim(values.size());
     const uint64_t end = first + values.size();
     uint64_t seq = first;
-    if constexpr (std::is_nothrow_copy_constructible_v<T> && std::is_nothrow_move_constructible_v<T>) {
+    if constexpr (detail::kUseSeqlock<T> ||
+                  (std::is_nothrow_copy_constructible_v<T> && std::is_nothrow_move_constructible_v<T>)) {
       for (const T& v : values) ring_->publish_claimed(seq++, T(v));
     } else {
       try {

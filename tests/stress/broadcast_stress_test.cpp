@@ -1,4 +1,5 @@
-// Several producers (half with publish(), half with claim() + publish_claimed()),
+// Several producers (half with publish(), half with claim() + publish_claimed(); in the
+// BatchProducers cases also claim(n) and publish_batch()),
 // subscribers joining, leaving and replaying all the time. Every subscriber must see
 // a gap-free increasing sequence apart from reported lag, each producer's messages in
 // its order, and values never torn. Bounded by time and by operation count.
@@ -123,10 +124,10 @@ class StreamChecker {
 // `producers` below kProducers: with one producer the ring's sequencer stays in its
 // single-owner mode (plain claims), so the handshakes that lean on heavy_barrier()
 // (waking subscribers, kBlock registration) are the ones under test.
-template <class Codec>
 //
 // `batch_producers`: producer 1 claims runs of 1-4 sequences with claim(n), producer 2
 // publishes runs of 1-5 messages with publish_batch().
+template <class Codec>
 void run_stress(BroadcastOptions options, bool use_batches, int producer_count = kProducers,
                 bool batch_producers = false) {
   using T = typename Codec::T;
@@ -306,6 +307,11 @@ TEST(BroadcastStress, BlockStringsBatches) {
 TEST(BroadcastStress, BatchProducersOverwriteU64) {
   run_stress<U64Codec>({.capacity = 64}, /*use_batches=*/false, kProducers,
                        /*batch_producers=*/true);
+}
+
+TEST(BroadcastStress, BatchProducersBlockU64WithGateSlack) {  // capacity / 16 = 2
+  run_stress<U64Codec>({.capacity = 32, .overflow = Overflow::kBlock}, /*use_batches=*/false,
+                       kProducers, /*batch_producers=*/true);
 }
 
 TEST(BroadcastStress, BatchProducersBlockStringsInSmallRing) {

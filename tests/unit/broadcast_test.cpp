@@ -300,12 +300,15 @@ TEST(BroadcastPublishBatch, BlockingBatchWaitsUntilTheWholeBatchFits) {
   auto sub = b.subscribe();
   b.publish(1);
   b.publish(2);
+  std::atomic<bool> started{false};
   std::atomic<bool> done{false};
   std::jthread producer([&] {
     const std::vector<int> values{3, 4, 5};  // 5 needs the slot of 1
+    started = true;
     b.publish_batch(values);
     done = true;
   });
+  while (!started.load()) std::this_thread::yield();
   // Negative check: the batch must wait for `sub` to read 1 (bounded look).
   std::this_thread::sleep_for(milliseconds(20));
   EXPECT_FALSE(done.load());
@@ -314,6 +317,110 @@ TEST(BroadcastPublishBatch, BlockingBatchWaitsUntilTheWholeBatchFits) {
   producer.join();
   EXPECT_THAT(got, testing::ElementsAre(1, 2, 3, 4, 5));
   EXPECT_EQ(sub.missed_total(), 0u);
+}
+
+// Whole-ring batches under backpressure: a producer waiting for more room than its
+// claim needs (the gate's slack) must never wait for room that only its own unpublished
+// messages could free.
+TEST(BroadcastPublishBatch, WholeRingBatchesUnderBackpressureNeverDeadlock) {
+  for (WaitStrategy w : kAllStrategies) {
+    Broadcast<int> b(BroadcastOptions{.capacity = 64, .overflow = Overflow::kBlock, .wait = w});
+    auto sub = b.subscribe();
+    constexpr int kBatches = 4;
+    std::jthread producer([&] {
+      std::vector<int> values(64);
+      for (int batch = 0; batch < kBatches; ++batch) {
+        for (int i = 0; i < 64; ++i) values[static_cast<size_t>(i)] = batch * 64 + i + 1;
+        try {
+          b.publish_batch(values);
+        } catch (const std::logic_error&) {
+          return;  // closed by the watchdog below
+        }
+      }
+    });
+    for (int expected = 1; expected <= kBatches * 64; ++expected) {
+      Received<int> r = sub.recv_for(std::chrono::seconds(5));
+      if (r.status != RecvStatus::kOk) {
+        ADD_FAILURE() << "stuck before message " << expected << " with strategy "
+                      << static_cast<int>(w);
+        b.close();  // releases the producer
+        break;
+      }
+      EXPECT_EQ(*r.value, expected);
+    }
+  }
+}
+
+// A kBlock subscriber that only polls must still release a producer parked for room: it
+// announces its cursor when it reports kEmpty. Batches of 60 in a ring of 64: the second
+// needs the cursor at 61, and no handshake stride (capacity / 8) lies between 57 and 61.
+TEST(BroadcastBlock, PollingSubscriberReleasesAParkedBatchProducer) {
+  Broadcast<int> b(BroadcastOptions{.capacity = 64, .overflow = Overflow::kBlock});
+  auto sub = b.subscribe();
+  constexpr int kBatches = 3;
+  std::jthread producer([&] {
+    std::vector<int> values(60);
+    for (int batch = 0; batch < kBatches; ++batch) {
+      for (int i = 0; i < 60; ++i) values[static_cast<size_t>(i)] = batch * 60 + i + 1;
+      try {
+        b.publish_batch(values);
+      } catch (const std::logic_error&) {
+        return;  // closed below after a failure
+      }
+    }
+  });
+  int expected = 1;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (expected <= kBatches * 60 && std::chrono::steady_clock::now() < deadline) {
+    Received<int> r = sub.try_recv();
+    if (r.status == RecvStatus::kEmpty) {
+      std::this_thread::sleep_for(std::chrono::microseconds(50));  // time for the producer to park
+      continue;
+    }
+    ASSERT_EQ(r.status, RecvStatus::kOk);
+    EXPECT_EQ(*r.value, expected);
+    ++expected;
+    // A slow reader: the producer parks (after ~100 us of spinning and yielding) while
+    // the cursor is still short of 61, so only the kEmpty announcement can wake it.
+    std::this_thread::sleep_for(std::chrono::microseconds(500));
+  }
+  EXPECT_EQ(expected, kBatches * 60 + 1) << "the producer was never released";
+  b.close();
+}
+
+// Under kBlock a slot reads as overwritten only when its producer lost the message (a
+// throwing copy): the subscriber skips exactly that one, not the sequences that other
+// producers have claimed and are still waiting to write.
+TEST(BroadcastBlock, LostMessageIsSkippedAloneNotTheClaimsWaitingBehindIt) {
+  Broadcast<FailingCopy> b(BroadcastOptions{.capacity = 8, .overflow = Overflow::kBlock});
+  auto sub = b.subscribe();
+  std::vector<FailingCopy> first_two;
+  first_two.emplace_back(1, false);
+  first_two.emplace_back(2, true);
+  EXPECT_THROW(b.publish_batch(first_two), std::runtime_error);  // 2 is lost
+  for (int v = 3; v <= 8; ++v) b.publish(FailingCopy{v, false});  // the ring is full
+  std::atomic<bool> started{false};
+  std::jthread producer([&] {
+    std::vector<FailingCopy> more;
+    for (int v = 9; v <= 14; ++v) more.emplace_back(v, false);
+    started = true;
+    b.publish_batch(more);  // claims 9..14, then waits for the subscriber
+  });
+  while (!started.load()) std::this_thread::yield();
+  std::this_thread::sleep_for(milliseconds(20));  // let it claim
+  std::vector<int> got;
+  uint64_t missed = 0;
+  while (got.size() < 13) {
+    Received<FailingCopy> r = sub.recv_for(std::chrono::seconds(5));
+    if (r.status == RecvStatus::kLagged) {
+      missed += r.missed;
+      continue;
+    }
+    ASSERT_EQ(r.status, RecvStatus::kOk);
+    got.push_back(r.value->v);
+  }
+  EXPECT_EQ(missed, 1u);
+  EXPECT_THAT(got, testing::ElementsAre(1, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14));
 }
 
 // --- subscribe_from ----------------------------------------------------------------------

@@ -6,6 +6,8 @@
 //   producer: 1. s = sequencer_.next()              (a plain load + store while one thread
 //                                                    publishes; a fetch_add once several do)
 //             2. kBlock only: wait until every live subscriber has read s - capacity
+//                (for a claim of n, the last one's; a little more when waiting anyway,
+//                see wait_for_gate())
 //             3. wait for the slot's previous writer (s - capacity) to finish, write the
 //                value, store stamp 2s (release)
 //             4. if a subscriber sleeps: bump the epoch and wake it
@@ -74,7 +76,7 @@ class BroadcastRing {
     const uint64_t last = first + n - 1;
     light_barrier();  // the light side for register_gate(): our claim, then the gate load
     if (block_producers_ && last > capacity_ && !gate_allows(last, gate_cache_.load())) {
-      wait_for_gate(last);
+      wait_for_gate(first, last);
     }
     return first;
   }
@@ -172,8 +174,9 @@ class BroadcastRing {
   /// A kBlock subscriber moved its cursor to `next`. Waking producers after every
   /// message would cost a syscall per message when the ring is full, so the handshake
   /// with waiting producers (seq_cst store, then the parker) happens every
-  /// gate_stride_ sequences and whenever the subscriber is about to wait (`force`):
-  /// a producer waiting for space therefore always hears from a subscriber that stops.
+  /// gate_stride_ sequences and whenever the subscriber is about to wait or to report
+  /// kEmpty (`force`): a producer waiting for space therefore always hears from a
+  /// subscriber that stops.
   [[gnu::always_inline]] void advance_gate(GateCursor* cursor, uint64_t next, bool force) noexcept {
     if (force || (next & (gate_stride_ - 1)) == 0) {
       cursor->next.store(next);  // seq_cst: the Dekker handshake with producers in wait_for_gate()
@@ -229,23 +232,29 @@ class BroadcastRing {
     return gate;
   }
 
-  void wait_for_gate(uint64_t seq) {
+  /// Waits until the claim first..last fits: every live subscriber has read
+  /// last - capacity.
+  void wait_for_gate(uint64_t first, uint64_t last) {
     // Invariant: gate_cache_ <= every live subscriber's cursor (cursors only grow,
     // registration lowers the cache, recomputation happens under gate_mu_).
     //
-    // Waits for gate_slack_ more room than `seq` needs. Without it, a producer faster
-    // than its slowest subscriber found the cache one message short on every claim
-    // once the ring was full, and recomputed it each time (gate_mu_ plus a miss on a
-    // cursor the subscriber keeps writing): 1 -> 1 recv fell from ~75 to ~25 M msgs/s
-    // when the subscriber became the slower side. No deadlock: the slowest cursor can
-    // always reach the lowest unpublished claim s, and s + slack - capacity < s.
+    // Waits for up to gate_slack_ more room than the claim needs. Without it, a producer
+    // faster than its slowest subscriber found the cache one message short on every
+    // claim once the ring was full, and recomputed it each time (gate_mu_ plus a miss on
+    // a cursor the subscriber keeps writing): 1 -> 1 recv fell from ~75 to ~25 M msgs/s
+    // when the subscriber became the slower side.
+    // No deadlock: no cursor can pass `first` before we publish it, so the target must
+    // be allowed by a gate of `first`: target - capacity < first, i.e. target <= first +
+    // capacity - 1 (which is >= last, as n <= capacity). And the producer holding the
+    // lowest unpublished claim is thereby always released.
+    const uint64_t target = std::min(last + gate_slack_, first + capacity_ - 1);
     const std::stop_token never;
     const auto outcome = await_condition(
         mode_, space_parker_,
-        [&] { return closed_.load() || gate_allows(seq + gate_slack_, recompute_gate()); },
+        [&] { return closed_.load() || gate_allows(target, recompute_gate()); },
         [] { return false; }, [] {}, std::nullopt, never);
     (void)outcome;
-    if (closed_.load() && !gate_allows(seq, recompute_gate())) {
+    if (closed_.load() && !gate_allows(last, recompute_gate())) {
       throw std::logic_error("Broadcast: close() while publish was waiting for space");
     }
   }
