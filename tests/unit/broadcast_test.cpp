@@ -319,6 +319,20 @@ TEST(BroadcastPublishBatch, BlockingBatchWaitsUntilTheWholeBatchFits) {
   EXPECT_EQ(sub.missed_total(), 0u);
 }
 
+// Publishes `batches` batches of `size` messages numbered 1, 2, 3...; stops quietly when
+// the ring is closed (the tests below close it to release a stuck producer).
+void publish_numbered_batches(Broadcast<int>& b, int batches, int size) {
+  std::vector<int> values(static_cast<size_t>(size));
+  for (int batch = 0; batch < batches; ++batch) {
+    for (int i = 0; i < size; ++i) values[static_cast<size_t>(i)] = batch * size + i + 1;
+    try {
+      b.publish_batch(values);
+    } catch (const std::logic_error&) {
+      return;
+    }
+  }
+}
+
 // Whole-ring batches under backpressure: a producer waiting for more room than its
 // claim needs (the gate's slack) must never wait for room that only its own unpublished
 // messages could free.
@@ -327,17 +341,7 @@ TEST(BroadcastPublishBatch, WholeRingBatchesUnderBackpressureNeverDeadlock) {
     Broadcast<int> b(BroadcastOptions{.capacity = 64, .overflow = Overflow::kBlock, .wait = w});
     auto sub = b.subscribe();
     constexpr int kBatches = 4;
-    std::jthread producer([&] {
-      std::vector<int> values(64);
-      for (int batch = 0; batch < kBatches; ++batch) {
-        for (int i = 0; i < 64; ++i) values[static_cast<size_t>(i)] = batch * 64 + i + 1;
-        try {
-          b.publish_batch(values);
-        } catch (const std::logic_error&) {
-          return;  // closed by the watchdog below
-        }
-      }
-    });
+    std::jthread producer([&] { publish_numbered_batches(b, kBatches, 64); });
     for (int expected = 1; expected <= kBatches * 64; ++expected) {
       Received<int> r = sub.recv_for(std::chrono::seconds(5));
       if (r.status != RecvStatus::kOk) {
@@ -358,17 +362,7 @@ TEST(BroadcastBlock, PollingSubscriberReleasesAParkedBatchProducer) {
   Broadcast<int> b(BroadcastOptions{.capacity = 64, .overflow = Overflow::kBlock});
   auto sub = b.subscribe();
   constexpr int kBatches = 3;
-  std::jthread producer([&] {
-    std::vector<int> values(60);
-    for (int batch = 0; batch < kBatches; ++batch) {
-      for (int i = 0; i < 60; ++i) values[static_cast<size_t>(i)] = batch * 60 + i + 1;
-      try {
-        b.publish_batch(values);
-      } catch (const std::logic_error&) {
-        return;  // closed below after a failure
-      }
-    }
-  });
+  std::jthread producer([&] { publish_numbered_batches(b, kBatches, 60); });
   int expected = 1;
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
   while (expected <= kBatches * 60 && std::chrono::steady_clock::now() < deadline) {
