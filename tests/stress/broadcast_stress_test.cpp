@@ -309,7 +309,7 @@ TEST(BroadcastStress, BatchProducersOverwriteU64) {
                        /*batch_producers=*/true);
 }
 
-TEST(BroadcastStress, BatchProducersBlockU64WithGateSlack) {  // capacity / 16 = 2
+TEST(BroadcastStress, BatchProducersBlockU64) {
   run_stress<U64Codec>({.capacity = 32, .overflow = Overflow::kBlock}, /*use_batches=*/false,
                        kProducers, /*batch_producers=*/true);
 }

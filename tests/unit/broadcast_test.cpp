@@ -333,9 +333,8 @@ void publish_numbered_batches(Broadcast<int>& b, int batches, int size) {
   }
 }
 
-// Whole-ring batches under backpressure: a producer waiting for more room than its
-// claim needs (the gate's slack) must never wait for room that only its own unpublished
-// messages could free.
+// Whole-ring batches under backpressure: a producer must never wait for room that only
+// its own unpublished messages could free.
 TEST(BroadcastPublishBatch, WholeRingBatchesUnderBackpressureNeverDeadlock) {
   for (WaitStrategy w : kAllStrategies) {
     Broadcast<int> b(BroadcastOptions{.capacity = 64, .overflow = Overflow::kBlock, .wait = w});

@@ -6,8 +6,7 @@
 //   producer: 1. s = sequencer_.next()              (a plain load + store while one thread
 //                                                    publishes; a fetch_add once several do)
 //             2. kBlock only: wait until every live subscriber has read s - capacity
-//                (for a claim of n, the last one's; a little more when waiting anyway,
-//                see wait_for_gate())
+//                (for a claim of n sequences, the last one's)
 //             3. wait for the slot's previous writer (s - capacity) to finish, write the
 //                value, store stamp 2s (release)
 //             4. if a subscriber sleeps: bump the epoch and wake it
@@ -58,7 +57,6 @@ class BroadcastRing {
         block_producers_(block_producers),
         mode_(mode),
         gate_stride_(std::max<uint64_t>(1, capacity / 8)),
-        gate_slack_(capacity / 16),
         slots_(std::make_unique<Slot[]>(capacity)) {}
 
   uint64_t capacity() const noexcept { return capacity_; }
@@ -76,7 +74,7 @@ class BroadcastRing {
     const uint64_t last = first + n - 1;
     light_barrier();  // the light side for register_gate(): our claim, then the gate load
     if (block_producers_ && last > capacity_ && !gate_allows(last, gate_cache_.load())) {
-      wait_for_gate(first, last);
+      wait_for_gate(last);
     }
     return first;
   }
@@ -232,26 +230,16 @@ class BroadcastRing {
     return gate;
   }
 
-  /// Waits until the claim first..last fits: every live subscriber has read
-  /// last - capacity.
-  void wait_for_gate(uint64_t first, uint64_t last) {
+  /// Waits until a claim ending at `last` fits: every live subscriber has read
+  /// last - capacity. (Not a sequence more: a producer with room must never wait, even
+  /// when its only subscriber is on its own thread.)
+  void wait_for_gate(uint64_t last) {
     // Invariant: gate_cache_ <= every live subscriber's cursor (cursors only grow,
     // registration lowers the cache, recomputation happens under gate_mu_).
-    //
-    // Waits for up to gate_slack_ more room than the claim needs. Without it, a producer
-    // faster than its slowest subscriber found the cache one message short on every
-    // claim once the ring was full, and recomputed it each time (gate_mu_ plus a miss on
-    // a cursor the subscriber keeps writing): 1 -> 1 recv fell from ~75 to ~25 M msgs/s
-    // when the subscriber became the slower side.
-    // No deadlock: no cursor can pass `first` before we publish it, so the target must
-    // be allowed by a gate of `first`: target - capacity < first, i.e. target <= first +
-    // capacity - 1 (which is >= last, as n <= capacity). And the producer holding the
-    // lowest unpublished claim is thereby always released.
-    const uint64_t target = std::min(last + gate_slack_, first + capacity_ - 1);
     const std::stop_token never;
     const auto outcome = await_condition(
         mode_, space_parker_,
-        [&] { return closed_.load() || gate_allows(target, recompute_gate()); },
+        [&] { return closed_.load() || gate_allows(last, recompute_gate()); },
         [] { return false; }, [] {}, std::nullopt, never);
     (void)outcome;
     if (closed_.load() && !gate_allows(last, recompute_gate())) {
@@ -264,7 +252,6 @@ class BroadcastRing {
   const bool block_producers_;
   const WaitMode mode_;
   const uint64_t gate_stride_;  // a power of two
-  const uint64_t gate_slack_;   // < capacity_, see wait_for_gate()
 
   Sequencer sequencer_;
   alignas(kCacheLine) std::atomic<uint64_t> published_hint_{0};
