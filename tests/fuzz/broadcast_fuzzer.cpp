@@ -1,5 +1,5 @@
 // Differential fuzzer for streamcache::Broadcast (libFuzzer): a byte string decodes to
-// ring options and a sequence of operations from one thread (publish, subscribe,
+// ring options and a sequence of operations from one thread (publish, publish_batch, subscribe,
 // subscribe_from, try_recv, recv, recv_for, recv_batch, drop or move a subscriber,
 // close, destroy the Broadcast), applied both to a Broadcast and to the reference model
 // in broadcast_model.hpp. Every receive must agree with the model exactly: status,
@@ -143,9 +143,60 @@ class Fuzz {
     return -1;
   }
 
-  /// Publishes 1 .. 8 messages (bursts make lag frequent).
+  /// publish_batch() of `n` messages: one claim, the same result as n publishes.
+  void do_publish_batch(uint64_t n) {
+    if (!ring_) {
+      describe("publish_batch() skipped: the Broadcast was destroyed");
+      return;
+    }
+    if (n > model_.capacity()) {
+      describe("publish_batch(" + std::to_string(n) + " messages) beyond the capacity");
+      bool threw = false;
+      const std::vector<T> values(n, message<T>(1));
+      try {
+        ring_->publish_batch(values);
+      } catch (const std::invalid_argument&) {
+        threw = true;
+      }
+      FUZZ_CHECK(threw, [] { return std::string("publish_batch() beyond the capacity did not throw std::invalid_argument"); });
+      return;
+    }
+    if (model_.publish_would_block(n)) {
+      describe("publish_batch() skipped: kBlock would wait for a subscriber");
+      return;
+    }
+    const uint64_t first = model_.published() + 1;
+    describe("publish_batch(messages " + std::to_string(first) + " .. " + std::to_string(first + n - 1) + ")");
+    std::vector<T> values;
+    for (uint64_t k = 0; k < n; ++k) values.push_back(message<T>(first + k));
+    std::optional<uint64_t> got;
+    bool threw_logic = false;
+    try {
+      got = ring_->publish_batch(values);
+    } catch (const std::logic_error&) {
+      threw_logic = true;
+    }
+    std::optional<uint64_t> want = model_.publish();  // nullopt: closed, must throw
+    if (!want) {
+      FUZZ_CHECK(threw_logic, [] { return std::string("publish_batch() after close() did not throw std::logic_error"); });
+      return;
+    }
+    for (uint64_t k = 1; k < n; ++k) model_.publish();
+    FUZZ_CHECK(!threw_logic && got == want, [&] {
+      return "publish_batch() returned " + (got ? std::to_string(*got) : std::string("a logic_error")) +
+             ", expected " + std::to_string(*want);
+    });
+  }
+
+  /// Publishes 1 .. 8 messages (bursts make lag frequent); with the argument's high bit
+  /// set, as one publish_batch().
   void do_publish() {
-    const int count = 1 + in_.byte() % 8;
+    const uint8_t arg = in_.byte();
+    const int count = 1 + arg % 8;
+    if ((arg & 0x80) != 0) {
+      do_publish_batch(static_cast<uint64_t>(count));
+      return;
+    }
     for (int i = 0; i < count; ++i) {
       if (!ring_) {
         describe("publish() skipped: the Broadcast was destroyed");

@@ -80,9 +80,10 @@ class BroadcastModel {
 
   /// kBlock: the next publish would overwrite the message a live subscriber reads next,
   /// so it waits (with one thread, forever).
-  bool publish_would_block() const {
+  /// True when publishing `n` more messages (one publish_batch) would wait under kBlock.
+  bool publish_would_block(uint64_t n = 1) const {
     if (!block_ || closed_) return false;
-    const uint64_t seq = published_ + 1;
+    const uint64_t seq = published_ + n;  // the batch's last message
     if (seq <= capacity_) return false;
     for (const auto& [slot, s] : subs_) {
       if (!s.born_closed && s.next <= seq - capacity_) return true;
