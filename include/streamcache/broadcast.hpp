@@ -345,20 +345,18 @@ class Broadcast {
     const uint64_t first = ring_->claim(values.size());
     const uint64_t end = first + values.size();
     uint64_t seq = first;
-    if constexpr (detail::kUseSeqlock<T> ||
-                  (std::is_nothrow_copy_constructible_v<T> && std::is_nothrow_move_constructible_v<T>)) {
-      for (const T& v : values) ring_->publish_claimed(seq++, T(v));
-    } else {
-      try {
-        for (const T& v : values) {
-          T copy(v);  // may throw: slot `seq` is untouched then
-          const uint64_t s = seq++;
-          ring_->publish_claimed(s, std::move(copy));  // a throwing move completes `s` itself
-        }
-      } catch (...) {
-        for (; seq < end; ++seq) ring_->publish_lost(seq);
-        throw;
+    try {
+      for (const T& v : values) {
+        T copy(v);  // may throw: slot `seq` is untouched then
+        const uint64_t s = seq++;
+        ring_->publish_claimed(s, std::move(copy));  // a throwing move completes `s` itself
       }
+    } catch (...) {
+      // Unreachable for seqlock slots: their trivially copyable values cannot throw.
+      if constexpr (!detail::kUseSeqlock<T>) {
+        for (; seq < end; ++seq) ring_->publish_lost(seq);
+      }
+      throw;
     }
     return first;
   }
