@@ -34,10 +34,13 @@
 
 #include "common/cache_baselines.hpp"
 #include "common/cache_workload.hpp"
+#include "common/summary.hpp"
 
 namespace {
 
 using streamcache::bench::Expiry;
+using streamcache::bench::median;
+using streamcache::bench::quantile;
 using streamcache::bench::StreamcacheAdapter;
 using streamcache::bench::TbbMapAdapter;
 
@@ -51,17 +54,6 @@ struct ProcessResult {
   double ours_mops;  // median over rounds
   double tbb_mops;
 };
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const size_t n = v.size();
-  return n % 2 == 1 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
-
-double quantile(std::vector<double> v, double q) {
-  std::sort(v.begin(), v.end());
-  return v[static_cast<size_t>(q * static_cast<double>(v.size() - 1) + 0.5)];
-}
 
 /// Runs in a child process: both structures, ROUNDS alternating slices.
 ProcessResult measure(const std::vector<std::vector<uint64_t>>& streams, int rounds) {
