@@ -18,6 +18,7 @@
 // BM_Broadcast (one publish per message); these rows show what batching producers buy.
 #include <benchmark/benchmark.h>
 
+#include <atomic>
 #include <cstdint>
 
 #include "common/broadcast_baselines.hpp"
@@ -91,6 +92,42 @@ void PublishBatchCases(benchmark::internal::Benchmark* b) {
 BENCHMARK_TEMPLATE(BM_BroadcastPublishBatch, RingBlock)->Apply(PublishBatchCases);
 BENCHMARK_TEMPLATE(BM_BroadcastPublishBatch, SpscFanout)->Apply(PublishBatchCases);
 BENCHMARK_TEMPLATE(BM_BroadcastPublishBatch, MutexDeque)->Apply(PublishBatchCases);
+
+// What two producers can claim on this machine at best, with no ring around it: each of
+// 2 threads loops on a fetch_add of one shared counter (a claim), then (arg 1) stores the
+// claimed sequence into a 4096-slot array at seq mod 4096, as a publish stores into the
+// ring, or (arg 2) into an array of its own. Items/s = claims per second, both threads
+// together; a 2 -> 2 ring delivers each claim twice. The gap between arg 1 and arg 2 is
+// the price of the shared slots: the next claim's locked add waits for the previous
+// store, whose line the other producer wrote last.
+struct alignas(64) ClaimCounter {
+  std::atomic<uint64_t> next{0};
+};
+struct CeilingSlot {
+  std::atomic<uint64_t> stamp{0};
+  uint64_t value = 0;
+};
+ClaimCounter g_claims;
+CeilingSlot g_ring[kCapacity];
+CeilingSlot g_own[2][kCapacity];
+
+void BM_ProducerCeiling(benchmark::State& state) {
+  const int store = static_cast<int>(state.range(0));  // 0 none, 1 shared ring, 2 own array
+  CeilingSlot* own = g_own[state.thread_index() % 2];
+  uint64_t i = 0;
+  for (auto _ : state) {
+    for (int k = 0; k < 64; ++k, ++i) {
+      const uint64_t seq = g_claims.next.fetch_add(1) + 1;
+      CeilingSlot& slot = store == 1 ? g_ring[seq & (kCapacity - 1)] : own[i & (kCapacity - 1)];
+      if (store != 0) {
+        slot.value = seq;
+        slot.stamp.store(2 * seq, std::memory_order_release);  // release: as a ring slot's stamp (nobody reads it here)
+      }
+    }
+  }
+  state.SetItemsProcessed(static_cast<int64_t>(state.iterations()) * 64);
+}
+BENCHMARK(BM_ProducerCeiling)->ArgName("store")->Arg(0)->Arg(1)->Arg(2)->Threads(2)->UseRealTime();
 
 }  // namespace
 

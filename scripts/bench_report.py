@@ -628,6 +628,23 @@ class Report:
             out += table(["P -> S", "mode", "ring kBlock", "spsc fan-out", "mutex+cv+deque", "ring / spsc",
                           "ring / mutex", "ring / ring with publish()"], pb_rows)
 
+        # Two producers' claim ceiling (BM_ProducerCeiling): the bound on any 2 -> 2 ring that
+        # claims each message with one atomic add and stores it into shared slots.
+        ceiling = {k: f.find("BM_ProducerCeiling", store=k) for k in ("0", "1", "2")}
+        mutex_22 = f.find("BM_Broadcast", ["MutexDeque"], P=2, S=2, batch=0)
+        if all(ceiling.values()) and ceiling["1"].items:
+            bound = 2 * ceiling["1"].items
+            vs = f", {fmt_ratio(bound / mutex_22.items)} the mutex baseline's 2 -> 2 recv above" \
+                if mutex_22 and mutex_22.items else ""
+            out += ["", "Two producers' claim ceiling (`BM_ProducerCeiling`, 2 threads, no ring): a shared "
+                    f"fetch_add alone {fmt_rate(ceiling['0'].items)} M claims/s; followed by a store into a "
+                    f"4096-slot array at seq mod 4096, as a publish does, {fmt_rate(ceiling['1'].items)}; "
+                    f"followed by a store into an array of the thread's own, {fmt_rate(ceiling['2'].items)}. "
+                    "So while its two producers run at once, one on each core, a 2 -> 2 ring that claims one "
+                    f"message at a time delivers at most about twice the second figure: {fmt_rate(bound)} M "
+                    f"msgs/s{vs}. (A run that puts both producers on one core moves no line between them and "
+                    "can beat that; such runs are part of the spread measured below.)"]
+
         v = ratio(f.find("BM_Broadcast", ["RingBlock"], P=1, S=1, batch=1),
                   f.find("BM_Broadcast", ["SpscFanout"], P=1, S=1, batch=1))
         self.bar(f"broadcast 1 -> 1, batches: >= {BAR_BCAST_1_1_BATCH_VS_SPSC:.1f}x spsc fan-out", fmt_ratio(v), v,
