@@ -177,7 +177,7 @@ class CacheCore {
     NodeId brought_forward = kNoNode;
     {
       ReaderLock lock(s.mu);
-      auto it = s.map.find(key);
+      auto it = s.map.find(key, h);
       if (it != s.map.end()) {
         Node& n = node_in(s.arena, it->id);
         if (!is_expired(it->id, now)) {
@@ -212,7 +212,7 @@ class CacheCore {
     Shard& s = shard_for(h);
     const int64_t now = expires_ ? now_ns() : 0;
     ReaderLock lock(s.mu);
-    auto it = s.map.find(key);
+    auto it = s.map.find(key, h);
     return it != s.map.end() && !is_expired(it->id, now);
   }
 
@@ -364,7 +364,7 @@ class CacheCore {
     std::optional<V> result;
     {
       WriterLock<SharedMutex> lock(s.mu);
-      auto it = s.map.find(key);
+      auto it = s.map.find(key, h);
       if (it == s.map.end()) return std::nullopt;
       const NodeId id = it->id;
       const bool expired = is_expired(id, now);
@@ -439,7 +439,7 @@ class CacheCore {
     {
       const int64_t now = expires_ ? now_ns() : 0;
       WriterLock<SharedMutex> lock(s.mu);
-      auto it = s.map.find(key);
+      auto it = s.map.find(key, h);
       if (it != s.map.end() && !is_expired(it->id, now)) {
         // Loaded by someone between our get() and the lock: a hit after all.
         hit.emplace(node(it->id).value);
@@ -551,6 +551,8 @@ class CacheCore {
 
   // A shard's map holds only that shard's ids, so hashing and comparing go straight to the
   // shard's arena: two dependent loads fewer than node() on every probe of a get().
+  // SlotHash{}(key) is hash_key(key), which every caller has computed already to pick the
+  // shard: lookups pass it in (find(key, h)) instead of hashing the key twice.
   struct SlotHash {
     using is_transparent = void;
     const CacheCore* core;
@@ -786,7 +788,7 @@ class CacheCore {
     const bool too_heavy = weight > config_.max_weight || config_.max_weight == 0;
     WriterLock<SharedMutex> lock(s.mu);
     int64_t units = 0;
-    auto it = s.map.find(key);
+    auto it = s.map.find(key, h);
     if (it != s.map.end()) {
       const NodeId id = it->id;
       Node& n = node(id);
