@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <exception>
 #include <limits>
 #include <memory>
 #include <optional>
@@ -84,7 +85,8 @@ class Subscriber {
       next_ = other.next_;
       missed_total_ = other.missed_total_;
       pending_missed_ = std::exchange(other.pending_missed_, 0);
-      born_closed_ = other.born_closed_;
+      announced_ = other.announced_;  // belongs to gate_'s cursor, which moved with it
+      finished_ = other.finished_;
     }
     return *this;
   }
@@ -119,7 +121,7 @@ class Subscriber {
           missed_total_ += std::exchange(pending_missed_, 0);
           continue;
         }
-        if (born_closed_) {
+        if (finished_) {
           drained_closed = true;
           break;
         }
@@ -131,11 +133,11 @@ class Subscriber {
           if (appended > 0) break;  // keep a batch one contiguous run; skip next call
           skip_lag();
         } else {
-          // closed() is read before re-checking the slot: a publish that completed
-          // before close() is then visible to the re-check, and still drained.
-          if (ring_->closed()) {
-            if (ring_->complete(next_)) continue;
+          if (ring_->drained(next_)) {
+            finished_ = true;  // kClosed from now on, even if a late claim completes
             drained_closed = true;
+          } else if (ring_->complete(next_)) {
+            continue;  // completed between the read and the check
           }
           break;
         }
@@ -165,8 +167,8 @@ class Subscriber {
   // registers: sequences claimed meanwhile by a producer no subscriber held back are
   // concurrent with subscribing, not missed.
   Subscriber(std::shared_ptr<Ring> ring, uint64_t from, bool born_closed, bool replay)
-      : ring_(std::move(ring)), next_(from), born_closed_(born_closed) {
-    if (ring_->blocks_producers() && !born_closed_) {
+      : ring_(std::move(ring)), next_(from), finished_(born_closed) {
+    if (ring_->blocks_producers() && !finished_) {
       gate_ = std::make_unique<detail::GateCursor>();
       next_ = ring_->register_gate(gate_.get(), from);
       if (replay) pending_missed_ = next_ - from;
@@ -208,15 +210,36 @@ class Subscriber {
   // benchmark's translation unit grew, and 1 -> 4 recv lost 3x (docs/notes/broadcast.md,
   // session 7); a user's translation unit can be larger still.
   [[gnu::always_inline]] Received<T> poll() {
-    if (ring_ && pending_missed_ == 0 && !born_closed_) [[likely]] {
+    if (ring_ && pending_missed_ == 0 && !finished_) [[likely]] {
       Received<T> r{RecvStatus::kOk, next_, 0, std::nullopt};
       if (ring_->read(next_, [&](const T& v) { r.value.emplace(v); }) == detail::ReadStatus::kOk) [[likely]] {
-        ++next_;
-        moved_cursor();
-        return r;
+        return consume(r);
       }
     }
     return poll_rest();
+  }
+
+  /// Returns the message read at next_ and moves past it. If returning it throws (T's
+  /// move constructor; compilers need not elide that move), the cursor stays, so the
+  /// next receive reads the message again instead of losing it.
+  [[gnu::always_inline]] Received<T> consume(Received<T>& r) {
+    if constexpr (std::is_nothrow_move_constructible_v<T>) {
+      ++next_;
+      moved_cursor();
+      return std::move(r);
+    } else {
+      struct Advance {
+        Subscriber* self;
+        int exceptions = std::uncaught_exceptions();
+        ~Advance() {
+          if (std::uncaught_exceptions() == exceptions) {  // the return value is built
+            ++self->next_;
+            self->moved_cursor();
+          }
+        }
+      } advance{this};
+      return std::move(r);
+    }
   }
 
   Received<T> poll_rest() {
@@ -226,13 +249,11 @@ class Subscriber {
       missed_total_ += missed;
       return {RecvStatus::kLagged, next_, missed, std::nullopt};
     }
-    if (born_closed_) return {RecvStatus::kClosed, next_, 0, std::nullopt};
+    if (finished_) return {RecvStatus::kClosed, next_, 0, std::nullopt};
     Received<T> r{RecvStatus::kOk, next_, 0, std::nullopt};
     switch (ring_->read(next_, [&](const T& v) { r.value.emplace(v); })) {
       case detail::ReadStatus::kOk:
-        ++next_;
-        moved_cursor();
-        return r;
+        return consume(r);
       case detail::ReadStatus::kOverwritten: {
         const uint64_t from = next_;
         skip_lag();
@@ -242,20 +263,30 @@ class Subscriber {
       case detail::ReadStatus::kNotReady:
         break;
     }
-    // Read closed_ first, then re-check the slot: a publish that completed before
-    // close() is visible after seeing closed_ (both seq_cst), so it is still drained.
-    if (ring_->closed() && !ring_->complete(next_)) {
+    if (ring_->drained(next_)) {
+      finished_ = true;  // kClosed from now on, even if a claim racing close() completes
       return {RecvStatus::kClosed, next_, 0, std::nullopt};
     }
-    if (ring_->closed()) return poll_rest();  // completed just now, before the close
+    if (ring_->complete(next_)) return poll_rest();  // completed just now
     moved_cursor(/*announce=*/true);
     return {RecvStatus::kEmpty, next_, 0, std::nullopt};
   }
 
   Received<T> wait_recv(const detail::Deadline& deadline, const std::stop_token& stop) {
     for (;;) {
-      Received<T> r = poll();
-      if (r.status != RecvStatus::kEmpty) return r;  // kEmpty has announced our cursor
+      if constexpr (std::is_nothrow_move_constructible_v<T>) {
+        Received<T> r = poll();
+        if (r.status != RecvStatus::kEmpty) return r;  // kEmpty has announced our cursor
+      } else {
+        // Returning `r` as above could move the message a second time, after poll()
+        // moved past it: a throwing move would lose it. So return what poll() reports
+        // as it is (moved once, into the caller's object; see consume()) whenever it
+        // would not be kEmpty.
+        if (!ring_ || pending_missed_ != 0 || finished_ || ring_->complete(next_) || ring_->drained(next_)) {
+          return poll();
+        }
+        moved_cursor(/*announce=*/true);  // as poll() does before reporting kEmpty
+      }
       switch (ring_->wait_readable(next_, deadline, stop)) {
         case detail::WaitOutcome::kReady:
           break;
@@ -273,7 +304,7 @@ class Subscriber {
   uint64_t missed_total_ = 0;
   uint64_t pending_missed_ = 0;
   uint64_t announced_ = 0;  // the cursor of our last full handshake with producers
-  bool born_closed_ = false;
+  bool finished_ = false;   // reports kClosed from now on (subscribed after close(), or drained)
 };
 
 /// A bounded ring that delivers every message to every subscriber.
@@ -312,8 +343,10 @@ class Broadcast {
   /// kOverwrite never waits for subscribers; kBlock waits for the slowest one.
   /// Throws std::logic_error after close() (also when close() interrupts a kBlock wait).
   uint64_t publish(T value) {
-    const uint64_t seq = claim();
-    publish_claimed(seq, std::move(value));
+    const uint64_t seq = ring_->claim();
+    // The ring's publish_claimed takes `value` by reference: a throwing move happens
+    // inside it, which completes `seq` as lost (it must not stay unpublished).
+    if (!ring_->publish_claimed(seq, std::move(value))) throw_abandoned();
     return seq;
   }
 
@@ -345,11 +378,17 @@ class Broadcast {
     const uint64_t first = ring_->claim(values.size());
     const uint64_t end = first + values.size();
     uint64_t seq = first;
+    bool abandoned = false;
     try {
       for (const T& v : values) {
         T copy(v);  // may throw: slot `seq` is untouched then
         const uint64_t s = seq++;
-        ring_->publish_claimed(s, std::move(copy));  // a throwing move completes `s` itself
+        // A throwing move completes `s` itself; false: close() left an earlier claim
+        // unfinished, so nobody can read this one or the rest.
+        if (!ring_->publish_claimed(s, std::move(copy))) {
+          abandoned = true;
+          break;
+        }
       }
     } catch (...) {
       // Unreachable for seqlock slots: their trivially copyable values cannot throw.
@@ -358,6 +397,7 @@ class Broadcast {
       }
       throw;
     }
+    if (abandoned) throw_abandoned();
     return first;
   }
 
@@ -369,8 +409,28 @@ class Broadcast {
   /// over the contiguous prefix only. Never throws if T's move constructor does not
   /// (if it does, the message is completed as lost, so nobody stalls, and rethrown).
   /// It waits only for a producer still writing the same slot one lap earlier.
-  void publish_claimed(uint64_t seq, T value) noexcept(std::is_nothrow_move_constructible_v<T>) {
-    ring_->publish_claimed(seq, std::move(value));
+  /// Returns false, publishing nothing, only after close() under kBlock, when a
+  /// producer of an earlier sequence of the same slot gave up its claim: no subscriber
+  /// can read past that sequence.
+  bool publish_claimed(uint64_t seq, T&& value) noexcept(std::is_nothrow_move_constructible_v<T>) {
+    return ring_->publish_claimed(seq, std::move(value));
+  }
+  /// As above, from a copy of `value`. If the copy throws, `seq` is completed as lost
+  /// (nobody stalls at it) and the exception propagates.
+  bool publish_claimed(uint64_t seq, const T& value) noexcept(std::is_nothrow_copy_constructible_v<T> &&
+                                                              std::is_nothrow_move_constructible_v<T>) {
+    if constexpr (std::is_nothrow_copy_constructible_v<T>) {
+      return ring_->publish_claimed(seq, T(value));
+    } else {
+      std::optional<T> copy;
+      try {
+        copy.emplace(value);
+      } catch (...) {
+        if constexpr (!detail::kUseSeqlock<T>) ring_->publish_lost(seq);
+        throw;
+      }
+      return ring_->publish_claimed(seq, std::move(*copy));
+    }
   }
 
   /// Every sequence <= this is published and visible. Starts at 0.
@@ -401,6 +461,10 @@ class Broadcast {
 
  private:
   using Ring = detail::BroadcastRing<T>;
+
+  [[noreturn]] static void throw_abandoned() {
+    throw std::logic_error("Broadcast: close() while publish was waiting for space");
+  }
 
   void check_batch_size(const char* what, size_t n) const {
     if (n == 0 || n > ring_->capacity()) {

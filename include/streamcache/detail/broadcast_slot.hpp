@@ -48,13 +48,20 @@ class SlotStamp {
   }
 
   /// Waits until the previous lap's writer is done with this slot. It only waits in
-  /// the rare case of a producer still writing the same slot one lap earlier.
-  void wait_for_predecessor(uint64_t seq, uint64_t capacity) const noexcept {
+  /// the rare case of a producer still writing the same slot one lap earlier. Returns
+  /// false, at once, if `give_up()` says that writer will never come (a claim close()
+  /// made its producer abandon).
+  template <class GiveUp>
+  bool wait_for_predecessor(uint64_t seq, uint64_t capacity, GiveUp&& give_up) const noexcept {
     const uint64_t expected = predecessor_stamp(seq, capacity);
     // acquire: pairs with the release store ending the previous writer's write(), so
     // our overwrite is ordered after its stores (and its destruction of the old value).
     Backoff backoff;
-    while (stamp_.load(std::memory_order_acquire) != expected) backoff.pause();
+    while (stamp_.load(std::memory_order_acquire) != expected) {
+      if (give_up()) return false;
+      backoff.pause();
+    }
+    return true;
   }
 
  protected:

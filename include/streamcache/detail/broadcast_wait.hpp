@@ -120,10 +120,14 @@ class Parker {
 /// have looked at `armed_` already); then the waiter yields instead of sleeping.
 /// `after_arm()` runs between arming and that re-check: the place for the heavy side
 /// of an asymmetric fence when the notifying side only has the light one.
+/// `park_slice`: a kBlocking waiter with no deadline sleeps at most this long before
+/// it looks at `ready()` again, for conditions that may (rarely) come true without a
+/// notification; unset, it sleeps until woken.
 template <class Ready, class WakeNotPromised, class AfterArm>
 WaitOutcome await_condition(WaitMode mode, Parker& parker, Ready&& ready,
                             WakeNotPromised&& wake_not_promised, AfterArm&& after_arm,
-                            const Deadline& deadline, const std::stop_token& stop) {
+                            const Deadline& deadline, const std::stop_token& stop,
+                            std::optional<std::chrono::microseconds> park_slice = std::nullopt) {
   // Spinning first pays off when the other side is mid-operation (nanoseconds);
   // yielding next lets a descheduled other side run on a busy machine; beyond that,
   // a kBlocking waiter gives its core back. The spin is short (about a microsecond):
@@ -161,7 +165,7 @@ WaitOutcome await_condition(WaitMode mode, Parker& parker, Ready&& ready,
       continue;
     }
     if (!on_stop && stop.stop_possible()) on_stop.emplace(stop, Waker{&parker});
-    const bool timed = deadline.has_value();
+    const bool timed = deadline.has_value() || park_slice.has_value();
     const uint32_t epoch = parker.prepare_wait(timed);
     after_arm();
     if (!ready() && !stop.stop_requested()) {
@@ -178,6 +182,8 @@ WaitOutcome await_condition(WaitMode mode, Parker& parker, Ready&& ready,
         }
       } else if (deadline) {
         parker.wait_until(epoch, *deadline);
+      } else if (park_slice) {
+        parker.wait_until(epoch, std::chrono::steady_clock::now() + *park_slice);
       } else {
         parker.wait(epoch);
       }
