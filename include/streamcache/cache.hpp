@@ -33,7 +33,8 @@ class CacheBuilder {
     config_.max_weight = n;
     return *this;
   }
-  /// Pre-sizes the hash tables for about `n` entries.
+  /// Pre-sizes the hash tables for about `n` entries. At most 2^32 minus the number of
+  /// shards (the most entries a cache can address).
   CacheBuilder& initial_capacity(size_t n) {
     config_.initial_capacity = n;
     return *this;
@@ -61,10 +62,11 @@ class CacheBuilder {
     return *this;
   }
   /// Called exactly once for every entry that leaves the cache, with the cause; never
-  /// under a shard lock. Removals by a caller's own operation (replace, remove,
-  /// invalidate) are reported on that thread before the operation returns; evictions
-  /// and expirations by whichever thread runs maintenance. Exceptions it throws are
-  /// swallowed: the cache and the other notifications are unaffected.
+  /// under a lock of the cache, so it may call back into it. Removals by a caller's own
+  /// operation (replace, remove, invalidate) are reported on that thread before the
+  /// operation returns; evictions and expirations by whichever thread runs maintenance,
+  /// right after it released the maintenance lock. Exceptions it throws are swallowed:
+  /// the cache and the other notifications are unaffected.
   CacheBuilder& eviction_listener(std::function<void(const K&, const V&, RemovalCause)> l) {
     config_.listener = std::move(l);
     return *this;
@@ -204,7 +206,9 @@ class Cache {
   uint64_t weighted_size() const { return core_->weighted_size(); }
 
   /// Applies all buffered reads and writes, expires, evicts, and delivers the resulting
-  /// notifications before returning. A no-op when called from the eviction listener.
+  /// notifications before returning (another thread's maintenance may still be delivering
+  /// its own). A no-op when called from the eviction listener during maintenance's
+  /// delivery: that maintenance applies what the listener did once the delivery is over.
   void run_pending_tasks() { core_->run_pending_tasks(); }
 
   CacheStats stats() const { return core_->stats(); }

@@ -3,8 +3,13 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstdint>
+#include <functional>
+#include <future>
+#include <limits>
 #include <map>
 #include <memory>
 #include <optional>
@@ -12,6 +17,7 @@
 #include <string>
 #include <thread>
 #include <tuple>
+#include <type_traits>
 #include <vector>
 
 namespace streamcache {
@@ -667,6 +673,376 @@ TEST(Cache, WorksWithAWeakUserHash) {
   EXPECT_EQ(cache.entry_count(), 1000u);
 }
 
+
+// ---- Regressions: re-entrant listeners, throwing value types, races on the clock ---------
+
+// Runs `scenario` on a thread of its own and waits at most `timeout` for it: a deadlock then
+// fails the test instead of hanging the suite. On a timeout the thread stays blocked,
+// detached, with whatever it holds: `scenario` must own (share) everything it touches.
+bool finishes_within(std::chrono::seconds timeout, std::function<void()> scenario) {
+  auto done = std::make_shared<std::promise<void>>();
+  std::future<void> finished = done->get_future();
+  std::thread([done, scenario = std::move(scenario)] {
+    scenario();
+    done->set_value();
+  }).detach();
+  return finished.wait_for(timeout) == std::future_status::ready;
+}
+
+using IntCache = Cache<int, int>;
+
+TEST(CacheListener, ListenerThatWritesToAnotherCacheOfTheSameTypeMayThenCallRunPendingTasks) {
+  // A two-level cache: L1's evictions go to L2, whose maintenance then runs on the thread
+  // delivering L1's notification. Leaving L2's maintenance must not make this thread forget
+  // that it is inside L1's: L1's run_pending_tasks() stays a no-op there.
+  struct Levels {
+    std::optional<IntCache> l1, l2;
+    std::atomic<int> demoted{0};
+  };
+  auto levels = std::make_shared<Levels>();  // leaked with the stuck thread on a deadlock
+  levels->l2.emplace(IntCache::builder().max_capacity(1000).build());
+  levels->l1.emplace(IntCache::builder()
+                         .max_capacity(1)
+                         .eviction_listener([raw = levels.get()](const int& k, const int& v, RemovalCause c) {
+                           if (c != RemovalCause::kSize) return;
+                           raw->l2->insert(k, v);  // runs L2's maintenance on this thread
+                           raw->l1->run_pending_tasks();
+                           ++raw->demoted;
+                         })
+                         .build());
+  ASSERT_TRUE(finishes_within(seconds(5), [levels] {
+    for (int k = 0; k < 4; ++k) levels->l1->insert(k, k);
+    levels->l1->run_pending_tasks();
+  })) << "deadlock: L1's listener used L2, then L1.run_pending_tasks() never returned";
+  EXPECT_EQ(levels->demoted.load(), 3);
+  for (int k = 0; k < 3; ++k) EXPECT_EQ(levels->l2->get(k), k) << k;
+}
+
+TEST(CacheListener, ListenerJoiningALoadWhoseLoaderWritesManyKeysDoesNotDeadlock) {
+  // The listener (maintenance on thread B) joins thread A's load of key 7, whose loader
+  // writes more keys than writers may leave pending (256 adds), so A must run maintenance
+  // itself: maintenance must not hold its lock while the listener waits.
+  struct State {
+    std::optional<IntCache> cache;
+    std::atomic<bool> loading{false}, listener_waiting{false}, armed{false};
+  };
+  auto st = std::make_shared<State>();
+  st->cache.emplace(IntCache::builder()
+                        .max_capacity(1)
+                        .eviction_listener([raw = st.get()](const int&, const int&, RemovalCause c) {
+                          if (c != RemovalCause::kSize || !raw->armed.exchange(false)) return;
+                          raw->listener_waiting = true;
+                          EXPECT_EQ(raw->cache->get_with(7, [] { return 70; }), 7);  // joins A's load
+                        })
+                        .build());
+  auto loader = std::async(std::launch::async, [st] {
+    return finishes_within(seconds(10), [st] {
+      (void)st->cache->get_with(7, [&] {
+        st->loading = true;
+        while (!st->listener_waiting) std::this_thread::yield();
+        std::this_thread::sleep_for(milliseconds(50));  // let the listener join this load
+        for (int k = 1000; k < 1400; ++k) st->cache->insert(k, k);  // other keys: allowed
+        return 7;
+      });
+    });
+  });
+  while (!st->loading) std::this_thread::yield();
+  const bool evictor_done = finishes_within(seconds(10), [st] {
+    st->armed = true;
+    st->cache->insert(1, 1);
+    st->cache->insert(2, 2);  // evicts one: the listener runs on this thread
+  });
+  const bool loader_done = loader.get();
+  ASSERT_TRUE(loader_done && evictor_done) << "deadlock: loader done " << loader_done << ", evictor done "
+                                           << evictor_done;
+  st->cache->run_pending_tasks();
+  EXPECT_LE(st->cache->entry_count(), 1u);
+}
+
+TEST(CacheListener, ListenerThatInsertsOnEveryEvictionNeverRecursesIntoMaintenance) {
+  // Each eviction's listener inserts a new key, which evicts again, forever: maintenance run
+  // from inside the listener would nest without bound. It is left to the maintenance that
+  // delivers, whose rounds are bounded.
+  std::optional<IntCache> cache;
+  int next = 1000;
+  int depth = 0;
+  int max_depth = 0;
+  cache.emplace(IntCache::builder()
+                    .max_capacity(4)
+                    .eviction_listener([&](const int&, const int&, RemovalCause c) {
+                      if (c != RemovalCause::kSize) return;
+                      max_depth = std::max(max_depth, ++depth);
+                      const int k = next++;
+                      cache->insert(k, k);
+                      cache->run_pending_tasks();  // returns at once: this thread is delivering
+                      --depth;
+                    })
+                    .build());
+  for (int k = 0; k < 100; ++k) cache->insert(k, k);
+  cache->run_pending_tasks();
+  EXPECT_EQ(max_depth, 1);
+  EXPECT_GT(next, 1100);
+}
+
+TEST(CacheListener, WritesOfAListenerCalledByMaintenanceAreAppliedByThatMaintenance) {
+  // A two-generation chain: evicted keys come back once as k + 1000. Maintenance applies
+  // what its listener wrote after delivering, so the bound holds when run_pending_tasks()
+  // returns.
+  std::optional<IntCache> cache;
+  std::map<int, int> reported;
+  cache.emplace(IntCache::builder()
+                    .max_capacity(4)
+                    .eviction_listener([&](const int& k, const int& v, RemovalCause c) {
+                      ++reported[k];
+                      if (c == RemovalCause::kSize && k < 1000) cache->insert(k + 1000, v);
+                    })
+                    .build());
+  for (int k = 0; k < 50; ++k) cache->insert(k, k);
+  cache->run_pending_tasks();
+  EXPECT_LE(cache->entry_count(), 4u);
+  EXPECT_EQ(cache->weighted_size(), cache->entry_count());
+  for (int k = 0; k < 50; ++k) {  // every key and its echo: present, or reported once
+    EXPECT_EQ(cache->contains_key(k) ? 0 : 1, reported[k]) << k;
+    if (reported[k] == 1) {
+      EXPECT_EQ(cache->contains_key(k + 1000) ? 0 : 1, reported[k + 1000]) << k + 1000;
+    }
+  }
+}
+
+// A value type whose copies and moves throw on demand (thread-unsafe switches: these tests
+// are single-threaded).
+struct Fragile {
+  static inline bool throw_on_copy = false;
+  static inline bool throw_on_move_assign = false;
+  // A failed move assignment makes the next move construction (and only that one) throw.
+  static inline bool failed_assign_fails_next_move = false;
+  static inline bool fail_next_move = false;
+  int x = 0;
+  explicit Fragile(int v) : x(v) {}
+  Fragile(const Fragile& o) : x(o.x) {
+    if (throw_on_copy) throw std::runtime_error("copy");
+  }
+  Fragile(Fragile&& o) : x(o.x) {
+    if (fail_next_move) {
+      fail_next_move = false;
+      throw std::runtime_error("move");
+    }
+    o.x = -1;
+  }
+  Fragile& operator=(const Fragile& o) = default;
+  Fragile& operator=(Fragile&& o) {
+    if (throw_on_move_assign) {
+      fail_next_move = failed_assign_fails_next_move;
+      throw std::runtime_error("move-assign");
+    }
+    x = o.x;
+    o.x = -1;
+    return *this;
+  }
+};
+static_assert(!std::is_nothrow_move_assignable_v<Fragile>);
+
+struct FragileFixture : ::testing::Test {
+  void SetUp() override { reset(); }
+  void TearDown() override { reset(); }
+  static void reset() {
+    Fragile::throw_on_copy = false;
+    Fragile::throw_on_move_assign = false;
+    Fragile::failed_assign_fails_next_move = false;
+    Fragile::fail_next_move = false;
+  }
+  std::vector<std::tuple<int, int, RemovalCause>> removals;
+  Cache<int, Fragile> make(uint64_t capacity = std::numeric_limits<uint64_t>::max()) {
+    return Cache<int, Fragile>::builder()
+        .max_capacity(capacity)
+        .eviction_listener([this](const int& k, const Fragile& v, RemovalCause c) { removals.emplace_back(k, v.x, c); })
+        .build();
+  }
+};
+
+TEST_F(FragileFixture, RemoveWhoseValueCopyThrowsLeavesTheEntryInPlace) {
+  auto cache = make(2);
+  cache.insert(1, Fragile(10));
+  cache.run_pending_tasks();
+  Fragile::throw_on_copy = true;
+  EXPECT_THROW(cache.remove(1), std::runtime_error);
+  Fragile::throw_on_copy = false;
+  cache.run_pending_tasks();
+  EXPECT_TRUE(cache.contains_key(1)) << "the entry left the map although remove() failed";
+  EXPECT_TRUE(removals.empty());
+  EXPECT_EQ(cache.weighted_size(), cache.entry_count());
+  ASSERT_EQ(cache.remove(1).value_or(Fragile(0)).x, 10);
+  cache.run_pending_tasks();
+  EXPECT_EQ(cache.weighted_size(), 0u);
+  EXPECT_THAT(removals, ElementsAre(std::make_tuple(1, 10, RemovalCause::kExplicit)));
+}
+
+TEST_F(FragileFixture, ReplaceWhoseMoveAssignmentThrowsLeavesTheOldValue) {
+  auto cache = make();
+  cache.insert(1, Fragile(10));
+  Fragile::throw_on_move_assign = true;
+  EXPECT_THROW(cache.insert(1, Fragile(20)), std::runtime_error);
+  Fragile::throw_on_move_assign = false;
+  ASSERT_TRUE(cache.get(1).has_value());
+  EXPECT_EQ(cache.get(1)->x, 10) << "the insert threw but the old value was not kept";
+  EXPECT_TRUE(removals.empty());
+  EXPECT_EQ(cache.stats().replacements, 0u);
+}
+
+TEST_F(FragileFixture, ReplaceWhoseMoveAssignmentAndRestoreThrowRemovesTheEntryAndReportsTheOldValueOnce) {
+  auto cache = make();
+  cache.insert(1, Fragile(10));
+  cache.run_pending_tasks();
+  Fragile::throw_on_move_assign = true;
+  Fragile::failed_assign_fails_next_move = true;  // putting the old value back throws too
+  EXPECT_THROW(cache.insert(1, Fragile(20)), std::runtime_error);
+  FragileFixture::reset();
+  cache.run_pending_tasks();
+  EXPECT_FALSE(cache.contains_key(1));
+  EXPECT_THAT(removals, ElementsAre(std::make_tuple(1, 10, RemovalCause::kReplaced)));
+  EXPECT_EQ(cache.stats().replacements, 1u);
+  EXPECT_EQ(cache.entry_count(), 0u);
+  EXPECT_EQ(cache.weighted_size(), 0u);
+}
+
+TEST(Cache, InvalidateIfWhosePredicateThrowsReportsWhatItRemovedAndKeepsTheSizeBound) {
+  Removals removals;
+  auto cache = StringCache::builder().shards(1).max_capacity(100).eviction_listener(removals.listener()).build();
+  for (int k = 0; k < 100; ++k) cache.insert(k, "v");
+  cache.run_pending_tasks();
+  int calls = 0;
+  EXPECT_THROW(cache.invalidate_if([&](const int&, const std::string&) {
+                 if (++calls == 50) throw std::runtime_error("pred");
+                 return true;
+               }),
+               std::runtime_error);
+  cache.run_pending_tasks();
+  EXPECT_EQ(removals.count(RemovalCause::kExplicit), 49u);
+  EXPECT_EQ(cache.entry_count(), 51u);
+  EXPECT_EQ(cache.stats().invalidations, 49u);
+  EXPECT_EQ(cache.weighted_size(), cache.entry_count());
+  // The logged removals were counted as pending work: adds still run maintenance at once.
+  for (int k = 1000; k < 1200; ++k) {
+    cache.insert(k, "w");
+    ASSERT_LE(cache.entry_count(), 100u) << "single-threaded inserts overshoot after a throwing predicate";
+  }
+}
+
+TEST_F(ExpiryFixture, ReadHookThatThrowsDoesNotRestartTimeToIdle) {
+  struct ThrowOnRead : Expiry<int, std::string> {
+    bool fail = false;
+    std::optional<Clock::duration> expire_after_read(const int&, const std::string&, Clock::time_point,
+                                                     std::optional<Clock::duration>) override {
+      if (fail) throw std::runtime_error("read hook");
+      return std::nullopt;
+    }
+  };
+  auto expiry = std::make_shared<ThrowOnRead>();
+  auto cache = StringCache::builder().time_to_idle(seconds(10)).expiry(expiry).clock(clock).build();
+  cache.insert(1, "one");
+  clock->advance(seconds(9));
+  expiry->fail = true;
+  EXPECT_THROW((void)cache.get(1), std::runtime_error);
+  expiry->fail = false;
+  clock->advance(seconds(2));  // 11 s after the write, the last successful access
+  EXPECT_FALSE(cache.contains_key(1)) << "the throwing read restarted time-to-idle";
+}
+
+// A ManualClock that can stop one chosen now() call of one thread until released: it
+// freezes an operation between its clock read and its shard lock.
+class PausingClock : public Clock {
+ public:
+  time_point now() const override {
+    const time_point t = base_.now();
+    if (pause_at_call_ > 0 && --pause_at_call_ == 0) {
+      paused_ = true;
+      while (!released_) std::this_thread::yield();
+    }
+    return t;
+  }
+  void advance(duration d) { base_.advance(d); }
+  /// The calling thread's `nth` next now() call pauses.
+  static void pause_this_thread_at_call(int nth) { pause_at_call_ = nth; }
+  bool paused() const { return paused_; }
+  void release() { released_ = true; }
+
+ private:
+  ManualClock base_;
+  mutable std::atomic<bool> paused_{false};
+  std::atomic<bool> released_{false};
+  static inline thread_local int pause_at_call_ = 0;
+};
+
+TEST(CacheRaces, ReaderWithAStaleClockNeverMovesTimeToIdleBackwards) {
+  auto clock = std::make_shared<PausingClock>();
+  Removals removals;
+  auto cache = StringCache::builder()
+                   .clock(clock)
+                   .time_to_idle(seconds(10))
+                   .eviction_listener(removals.listener())
+                   .build();
+  cache.insert(1, "one");
+  cache.run_pending_tasks();  // the wheel has it at 10 s
+  clock->advance(seconds(1));
+  std::thread stale([&] {
+    PausingClock::pause_this_thread_at_call(1);
+    EXPECT_EQ(cache.get(1), "one");  // reads 1 s, then stalls before its shard lock
+  });
+  while (!clock->paused()) std::this_thread::yield();
+  clock->advance(seconds(8));  // 9 s
+  EXPECT_EQ(cache.get(1), "one");  // idle until 19 s
+  clock->advance(seconds(1));  // 10 s: the wheel finds it alive, reschedules it at 19 s
+  cache.run_pending_tasks();
+  clock->release();
+  stale.join();  // its read at 1 s would make the entry idle from 11 s
+  clock->advance(seconds(2));  // 12 s
+  EXPECT_EQ(cache.get(1), "one") << "a read with a stale clock moved time-to-idle backwards";
+  clock->advance(seconds(10));  // 22 s (the read at 12 s made it idle from 22 s)
+  EXPECT_EQ(cache.get(1), std::nullopt);
+  cache.run_pending_tasks();
+  EXPECT_EQ(cache.entry_count(), 0u) << "the expired entry was not removed by the next maintenance";
+  EXPECT_EQ(removals.count(RemovalCause::kExpired), 1u);
+}
+
+TEST(CacheRaces, GetWithThatFindsTheValueUnderTheLockCountsOneHitAndNoMiss) {
+  // Caffeine's rule: each lookup counts exactly one hit or one miss. The value is inserted
+  // between get_with's first look and its look under the shard lock: that is a hit.
+  auto clock = std::make_shared<PausingClock>();
+  auto cache = StringCache::builder().clock(clock).time_to_live(seconds(3600)).build();
+  int loads = 0;
+  std::string got;
+  std::thread reader([&] {
+    PausingClock::pause_this_thread_at_call(2);  // 1: the first look; 2: just before the shard lock
+    got = cache.get_with(1, [&] {
+      ++loads;
+      return std::string("loaded");
+    });
+  });
+  while (!clock->paused()) std::this_thread::yield();
+  cache.insert(1, "inserted");
+  clock->release();
+  reader.join();
+  EXPECT_EQ(got, "inserted");
+  EXPECT_EQ(loads, 0);
+  EXPECT_EQ(cache.stats().hits, 1u);
+  EXPECT_EQ(cache.stats().misses, 0u);
+  // And the plain cases: a hit counts one hit, a load one miss.
+  EXPECT_EQ(cache.get_with(1, [] { return std::string("unused"); }), "inserted");
+  EXPECT_EQ(cache.get_with(2, [] { return std::string("two"); }), "two");
+  EXPECT_EQ(cache.stats().hits, 2u);
+  EXPECT_EQ(cache.stats().misses, 1u);
+}
+
+TEST(CacheBuilder, InitialCapacityBeyondWhatTheShardsCanAddressIsRejectedNamingTheOption) {
+  std::string message = "no exception";
+  try {
+    StringCache::builder().shards(16).initial_capacity(std::numeric_limits<size_t>::max()).build();
+  } catch (const std::invalid_argument& e) {
+    message = e.what();
+  }
+  EXPECT_THAT(message, ::testing::HasSubstr("initial_capacity"));
+  EXPECT_NO_THROW(StringCache::builder().shards(16).initial_capacity(1 << 16).build());
+}
 }  // namespace
 }  // namespace streamcache
 

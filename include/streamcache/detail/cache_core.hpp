@@ -18,6 +18,7 @@
 #include <optional>
 #include <stdexcept>
 #include <thread>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -99,6 +100,13 @@ inline int64_t saturating_add(int64_t a, int64_t b) {
 ///    maintenance lock (try-lock after a write or when a read stripe fills, or
 ///    run_pending_tasks()) drains both, expires, and evicts. Eviction bookkeeping is thus
 ///    eventually consistent, like Caffeine's and Moka's.
+///  - Maintenance collects the notifications of what it evicted or expired under the lock
+///    and delivers them after releasing it, so a listener never runs under any lock of the
+///    cache: it may call back into the cache and wait for other threads that use it (a
+///    load it joins, say). While a thread delivers maintenance's notifications
+///    (`delivering_`), its writes and reads only log work: the maintenance that delivered
+///    picks it up after the delivery (maintain_and_unlock(), run_pending_tasks()), and a
+///    listener that writes cannot recurse into maintenance without bound.
 ///
 /// Node lifecycle invariants (what makes ids safe to keep in buffers):
 ///  1. A node is in its shard's map iff `alive`. Only the thread that flips `alive` to
@@ -133,6 +141,14 @@ class CacheCore {
       shards = std::clamp<size_t>(std::bit_ceil(size_t{16} * cpus), 16, 64);
     }
     codec_.shard_bits = static_cast<uint32_t>(std::countr_zero(shards));
+    // Each shard's arena addresses max_local() + 1 entries (32-bit ids, the shard in the
+    // low bits): 2^32 - shards in all. A larger initial_capacity could never be used, and
+    // the hash tables' own size check would abort the process rather than throw.
+    const uint64_t addressable = static_cast<uint64_t>(shards) * (uint64_t{codec_.max_local()} + 1);
+    if (config_.initial_capacity > addressable) {
+      throw std::invalid_argument("streamcache::Cache: initial_capacity must be at most 2^32 minus the shard count "
+                                  "(the most entries the cache can address)");
+    }
     shards_.reserve(shards);
     for (size_t i = 0; i < shards; ++i) {
       shards_.push_back(std::make_unique<Shard>(this, static_cast<uint32_t>(slots)));
@@ -167,7 +183,11 @@ class CacheCore {
 
   // ---- Reads ---------------------------------------------------------------------------
 
-  std::optional<V> get(const K& key) {
+  std::optional<V> get(const K& key) { return lookup<true>(key); }
+
+  /// get(); kCount: count the hit or miss (load() counts its own, see there).
+  template <bool kCount>
+  std::optional<V> lookup(const K& key) {
     const uint64_t h = hash_key(key);
     Shard& s = shard_for(h);
     const int64_t now = expires_ ? now_ns() : 0;
@@ -192,7 +212,7 @@ class CacheCore {
         }
       }
     }
-    stats_->add(result ? kHits : kMisses);
+    if constexpr (kCount) stats_->add(result ? kHits : kMisses);
     if (brought_forward != kNoNode) reschedule_now(brought_forward);
     // Reads drive maintenance when a stripe fills: ours is full (or we lost it to a
     // thread sharing it), or, for deduplicated reads, which fill no stripe, every
@@ -200,7 +220,7 @@ class CacheCore {
     // itself must keep moving in read-only phases).
     const bool stripe_full =
         unrecorded != 0 || (skipped && (++skipped_reads_ & (ReadBuffer::kStripeSize - 1)) == 0);
-    if (stripe_full && in_maintenance_ != this && maintenance_mu_.try_lock()) maintain_and_unlock();
+    if (stripe_full && may_run_maintenance() && maintenance_mu_.try_lock()) maintain_and_unlock();
     // Retry once, so that a single-threaded user never loses a read. (The id may be
     // stale by now; stale records are harmless, see invariant 3.)
     if (unrecorded != 0) reads_->record(unrecorded);
@@ -273,7 +293,16 @@ class CacheCore {
   void insert_with(K key, V value, OnWrite&& on_write) {
     const uint64_t h = hash_key(key);
     Notifications out;
-    const int64_t units = write(std::move(key), std::move(value), h, out, on_write);
+    int64_t units = 0;
+    try {
+      write(std::move(key), std::move(value), h, out, units, on_write);
+    } catch (...) {
+      // A replacement that failed may have taken the entry out (see write()): report
+      // and account what it logged.
+      deliver(out);
+      after_write(units);
+      throw;
+    }
     deliver(out);
     after_write(units);
   }
@@ -368,9 +397,9 @@ class CacheCore {
       if (it == s.map.end()) return std::nullopt;
       const NodeId id = it->id;
       const bool expired = is_expired(id, now);
-      s.map.erase(it);
       Node& n = node(id);
-      if (!expired) result.emplace(n.value);
+      if (!expired) result.emplace(n.value);  // may throw: before anything changes
+      s.map.erase(it);
       const RemovalCause cause = expired ? RemovalCause::kExpired : RemovalCause::kExplicit;
       on_remove(n.extra, static_cast<const K&>(n.key), static_cast<const V&>(n.value), cause);
       retire_locked(s, id, n, cause, out);
@@ -383,11 +412,14 @@ class CacheCore {
   template <class Pred>
   void invalidate_if(Pred&& pred) {
     // `pred` runs under each shard's exclusive lock, so a shard is filtered atomically;
-    // it must not call back into the cache.
+    // it must not call back into the cache. If it throws, what was removed before stays
+    // removed, is reported and accounted (its kRemove events are logged), and the
+    // exception propagates; the other shards are left alone.
     int64_t removed = 0;
+    std::exception_ptr error;
     for (auto& shard : shards_) {
       Notifications out;
-      {
+      try {
         const int64_t now = expires_ ? now_ns() : 0;
         WriterLock<SharedMutex> lock(shard->mu);
         for (auto it = shard->map.begin(); it != shard->map.end();) {
@@ -402,10 +434,14 @@ class CacheCore {
           retire_locked(*shard, id, n, expired ? RemovalCause::kExpired : RemovalCause::kExplicit, out);
           ++removed;
         }
+      } catch (...) {
+        error = std::current_exception();
       }
       deliver(out);
+      if (error) break;
     }
     if (removed > 0) after_write(removed * pending_units(EventKind::kRemove));
+    if (error) std::rethrow_exception(error);
   }
 
   void invalidate_all() {
@@ -428,11 +464,20 @@ class CacheCore {
   /// Returns the cached value, or joins or leads the load of `key`. `run(flight)` is
   /// called on the leader, outside any lock, and must set flight.value on success or
   /// flight.error / flight.status on failure (no value and no error = nullopt).
+  ///
+  /// Statistics: exactly one hit or one miss per call, as Caffeine counts a lookup. A hit
+  /// when the value is found, also if it appeared between the first look and the look
+  /// under the shard lock; a miss otherwise, for the leader and for a caller that joins an
+  /// in-flight load alike (neither found a value in the cache; Guava counts waiters as
+  /// misses too), plus a load success or failure for the leader.
   template <class Run>
   std::shared_ptr<Flight> load(const K& key, LoadKind kind, Run&& run, std::optional<V>& hit) {
     const uint64_t h = hash_key(key);
-    hit = get(key);
-    if (hit) return nullptr;
+    hit = lookup<false>(key);
+    if (hit) {
+      stats_->add(kHits);
+      return nullptr;
+    }
     Shard& s = shard_for(h);
     std::shared_ptr<Flight> flight;
     bool leader = false;
@@ -441,10 +486,12 @@ class CacheCore {
       WriterLock<SharedMutex> lock(s.mu);
       auto it = s.map.find(key, h);
       if (it != s.map.end() && !is_expired(it->id, now)) {
-        // Loaded by someone between our get() and the lock: a hit after all.
+        // Loaded by someone between our first look and the lock: a hit after all.
         hit.emplace(node(it->id).value);
+        stats_->add(kHits);
         return nullptr;
       }
+      stats_->add(kMisses);
       auto& slot = s.loading[key][kind];
       if (slot) {
         flight = slot;
@@ -463,18 +510,19 @@ class CacheCore {
       flight->value.reset();
       flight->error = std::current_exception();
     }
-    bool wrote = false;
-    int64_t units = 0;
+    int64_t units = 0;  // what write() logged, even if it threw (see there)
     if (flight->value) {
+      Notifications out;
+      bool wrote = false;
       try {
-        Notifications out;
-        units = write(K(key), V(*flight->value), h, out);  // the weigher or an Expiry hook may throw
+        write(K(key), V(*flight->value), h, out, units);  // the weigher, an Expiry hook or V may throw
         wrote = true;
         deliver(out);
       } catch (...) {
         if (!wrote) {
           flight->value.reset();
           flight->error = std::current_exception();
+          deliver(out);  // what a failed replacement displaced (see write())
         }
       }
     }
@@ -491,20 +539,28 @@ class CacheCore {
     }
     flight->done.store(true, std::memory_order_release);  // release: publishes the outcome
     flight->done.notify_all();
-    if (wrote) after_write(units);
+    after_write(units);
     return flight;
   }
 
   // ---- Maintenance ---------------------------------------------------------------------
 
   void run_pending_tasks() {
-    if (in_maintenance_ == this) return;  // called from a listener: we are already in it
-    WriterLock<Mutex> lock(maintenance_mu_);
+    // Called from a listener that maintenance's delivery runs: that maintenance applies
+    // what the listener logs once the delivery is over.
+    if (!may_run_maintenance()) return;
     // Loop: a listener that writes back into the cache leaves new events behind (bounded,
-    // in case it does so for every notification forever).
+    // in case it does so for every notification forever). Each round delivers its
+    // notifications before the next one, so when this returns every notification of the
+    // maintenance it ran was delivered. (Notifications another thread's maintenance
+    // collected may still be in delivery on that thread.)
     for (int round = 0; round < 8; ++round) {
-      maintain_locked();
-      if (pending_units_.load() <= 0) break;
+      Notifications out;
+      maintenance_mu_.lock();
+      maintain_locked(out);
+      maintenance_mu_.unlock();
+      deliver_from_maintenance(out);
+      if (pending_units_.load() <= 0) break;  // seq_cst: as in maintain_and_unlock()
     }
   }
 
@@ -610,6 +666,10 @@ class CacheCore {
   };
 
   struct Notification {
+    // A constructor, so that emplace_back() builds one in place (one move of each part,
+    // none that could throw after the vector took the value).
+    template <class KK, class VV>
+    Notification(KK&& k, VV&& v, RemovalCause c) : key(std::forward<KK>(k)), value(std::forward<VV>(v)), cause(c) {}
     K key;
     V value;
     RemovalCause cause;
@@ -730,25 +790,36 @@ class CacheCore {
   }
 
   /// A read hit under the shard's shared lock: moves time-to-idle and the per-entry
-  /// deadline. Concurrent readers may race here; each store is atomic and any of them
-  /// is a valid outcome.
+  /// deadline. The Expiry hook runs first: if it throws, nothing has changed.
+  /// Concurrent readers may race here. Time-to-idle only moves forward (a reader whose
+  /// clock read is older than another's must not shorten the entry's life, nor move the
+  /// deadline before the one the timer wheel has: the wheel would fire late). For the
+  /// per-entry deadline each store is atomic and any of them is a valid outcome.
   /// Returns true when the per-entry Expiry brought the deadline forward: the timer wheel
   /// then has a later one and must be told (reschedule_now()).
   bool on_read_locked(NodeId id, Node& n, int64_t now) {
     if (!expires_) return false;
     std::atomic<int64_t>* t = times(id);
-    // relaxed: see deadline().
-    if (tti_slot_ >= 0) t[tti_slot_].store(saturating_add(now, config_.time_to_idle->count()), std::memory_order_relaxed);
+    bool brought_forward = false;
     if (custom_slot_ >= 0) {
       auto d = config_.expiry->expire_after_read(n.key, n.value, to_time(now), remaining(id, now));
       if (d) {
         const int64_t before = t[custom_slot_].load(std::memory_order_relaxed);  // relaxed: see deadline()
         const int64_t after = deadline_after(now, d);
         t[custom_slot_].store(after, std::memory_order_relaxed);
-        return after < before;
+        brought_forward = after < before;
       }
     }
-    return false;
+    if (tti_slot_ >= 0) {
+      std::atomic<int64_t>& idle = t[tti_slot_];
+      const int64_t after = saturating_add(now, config_.time_to_idle->count());
+      // A max, never a step back. relaxed: the deadline publishes nothing, and whoever acts on
+      // it (maintenance, a writer) holds the shard lock exclusively, which orders our store.
+      int64_t current = idle.load(std::memory_order_relaxed);
+      while (current < after && !idle.compare_exchange_weak(current, after, std::memory_order_relaxed)) {
+      }
+    }
+    return brought_forward;
   }
 
   /// A read brought a per-entry deadline forward. The read buffer is lossy, so the wheel
@@ -756,7 +827,7 @@ class CacheCore {
   /// shortens the time left), and the entry is removed by the first maintenance after
   /// its new deadline. A stale id only reschedules its next occupant to its own deadline.
   void reschedule_now(NodeId id) {
-    if (in_maintenance_ == this) {  // a listener reading: this thread holds the lock
+    if (in_maintenance_ == this) {  // called under maintenance: this thread holds the lock
       maintenance_mu_.assert_held();
       reschedule_if_scheduled(id);
       return;
@@ -776,18 +847,22 @@ class CacheCore {
   }
 
   /// Inserts or replaces. Notifications for what it displaced are appended to `out`.
-  /// Returns the pending units of the event it logged (see pending_units()), 0 if none.
+  /// Sets `units` to the pending units of the event it logged (see pending_units()), 0 if
+  /// none. If it throws, the cache is unchanged, except when replacing a value whose move
+  /// assignment threw and then putting the old value back threw too: the entry is then
+  /// taken out (old value in `out`, kRemove logged and in `units`); the caller must still
+  /// deliver `out` and account `units`.
   /// `on_write(extra, key, value)` runs under the shard lock once the entry is written
   /// (also for a value never kept, with a scratch NodeExtra, followed by the extension's
   /// removed_locked(..., kSize)); it must not throw.
   template <class OnWrite = NoWriteHook>
-  [[nodiscard]] int64_t write(K key, V value, uint64_t h, Notifications& out, OnWrite&& on_write = {}) {
+  void write(K key, V value, uint64_t h, Notifications& out, int64_t& units, OnWrite&& on_write = {}) {
     const uint32_t weight = weigh(key, value);  // user code: outside the lock
     const int64_t now = expires_ ? now_ns() : 0;
     Shard& s = shard_for(h);
     const bool too_heavy = weight > config_.max_weight || config_.max_weight == 0;
     WriterLock<SharedMutex> lock(s.mu);
-    int64_t units = 0;
+    units = 0;
     auto it = s.map.find(key, h);
     if (it != s.map.end()) {
       const NodeId id = it->id;
@@ -805,15 +880,22 @@ class CacheCore {
                            : update_deadline(id, n, value, now);
         }
         const RemovalCause cause = expired ? RemovalCause::kExpired : RemovalCause::kReplaced;
-        if (config_.listener) out.push_back(Notification{n.key, std::move(n.value), cause});
-        n.value = std::move(value);
+        // Room first: a push_back that failed after taking the old value would lose it.
+        if (config_.listener) out.reserve(out.size() + 1);
+        if constexpr (std::is_nothrow_move_assignable_v<V>) {
+          if (config_.listener) out.emplace_back(n.key, std::move(n.value), cause);
+          n.value = std::move(value);
+        } else {
+          replace_value_locked(s, it, id, n, value, cause, out, units);
+        }
         stats_->add(expired ? kEvictionsExpired : kReplacements);
         stamp_write(id, now, custom);
         if constexpr (Ext::kWriteOrder) s.order.move_to_back(id);
         on_write(n.extra, static_cast<const K&>(n.key), static_cast<const V&>(n.value));
         s.log.push_back(WriteEvent{id, weight, static_cast<uint32_t>(h), EventKind::kUpdate});
         mark_dirty(id);
-        return pending_units(EventKind::kUpdate);
+        units = pending_units(EventKind::kUpdate);
+        return;
       }
     } else if (!too_heavy) {
       const int64_t custom = custom_slot_ >= 0
@@ -843,7 +925,8 @@ class CacheCore {
       on_write(n.extra, static_cast<const K&>(n.key), static_cast<const V&>(n.value));
       s.log.push_back(WriteEvent{id, weight, static_cast<uint32_t>(h), EventKind::kAdd});
       mark_dirty(id);
-      return pending_units(EventKind::kAdd);
+      units = pending_units(EventKind::kAdd);
+      return;
     }
     // Heavier than the whole capacity: never kept, reported once as evicted for size.
     typename Ext::NodeExtra scratch{};
@@ -851,7 +934,48 @@ class CacheCore {
     ext_.removed_locked(scratch, static_cast<const K&>(key), static_cast<const V&>(value), RemovalCause::kSize);
     stats_->add(kEvictionsSize);
     if (config_.listener) out.push_back(Notification{std::move(key), std::move(value), RemovalCause::kSize});
-    return units;
+  }
+
+  /// write()'s replacement of a live entry's value, for a V whose move assignment may
+  /// throw (the old value would be gone into `out`, the entry left with a value in an
+  /// unknown state). The old value is moved aside first; if the assignment throws it is
+  /// put back and the exception rethrown: the cache is unchanged. If putting it back
+  /// throws too, the entry is taken out, its old value reported once with `cause`, `units`
+  /// set for the kRemove logged, and the assignment's exception rethrown.
+  void replace_value_locked(Shard& s, typename decltype(Shard::map)::iterator it, NodeId id, Node& n, V& value,
+                            RemovalCause cause, Notifications& out, int64_t& units)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu) {
+    // The old value goes aside into its notification (room reserved by the caller) or,
+    // without a listener, a local. Either may throw: nothing changed yet.
+    std::optional<V> local;
+    if (config_.listener) {
+      out.emplace_back(n.key, std::move(n.value), cause);
+    } else {
+      local.emplace(std::move(n.value));
+    }
+    V& old = config_.listener ? out.back().value : *local;
+    try {
+      n.value = std::move(value);
+    } catch (...) {
+      const std::exception_ptr error = std::current_exception();
+      n.value.~V();
+      try {
+        new (&n.value) V(std::move(old));
+        if (config_.listener) out.pop_back();  // put back: nothing to report
+      } catch (...) {
+        // No value left in the node: take the entry out as retire_locked() does; the old
+        // value's notification is already in `out`.
+        s.map.erase(it);
+        if constexpr (Ext::kWriteOrder) s.order.remove(id);
+        count_removal(cause);
+        n.alive = false;
+        n.key.~K();
+        s.log.push_back(WriteEvent{id, 0, 0, EventKind::kRemove});
+        mark_dirty(id);
+        units = pending_units(EventKind::kRemove);
+      }
+      std::rethrow_exception(error);
+    }
   }
 
   int64_t update_deadline(NodeId id, Node& n, const V& value, int64_t now) {
@@ -881,10 +1005,23 @@ class CacheCore {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu) {
     if constexpr (Ext::kWriteOrder) s.order.remove(id);
     count_removal(cause);
-    if (config_.listener) out.push_back(Notification{std::move(n.key), std::move(n.value), cause});
+    notify(out, std::move(n.key), std::move(n.value), cause);
     destroy_entry(n);
-    s.log.push_back(WriteEvent{id, 0, 0, EventKind::kRemove});
+    s.log.push_back(WriteEvent{id, 0, 0, EventKind::kRemove});  // see notify() on exceptions
     mark_dirty(id);
+  }
+
+  /// Appends a notification for an entry that already left the map, whose removal must
+  /// complete (a half-removed node would stay in the policy with its weight forever). So
+  /// it does not throw: if moving (or, for types whose moves may throw, copying) the key or
+  /// value, or growing `out`, throws, that one notification is dropped. Types with noexcept
+  /// moves lose nothing but to a failed allocation.
+  void notify(Notifications& out, K&& key, V&& value, RemovalCause cause) noexcept {
+    if (!config_.listener) return;
+    try {
+      out.emplace_back(std::move_if_noexcept(key), std::move_if_noexcept(value), cause);
+    } catch (...) {
+    }
   }
 
   void count_removal(RemovalCause cause) {
@@ -946,7 +1083,9 @@ class CacheCore {
     // after it unlocks (see there).
     const int64_t pending = pending_units_.fetch_add(units) + units;
     std::atomic_thread_fence(std::memory_order_seq_cst);
-    if (in_maintenance_ == this) return;  // a listener writing back: the holder drains it
+    // A listener writing back from maintenance's delivery: the maintenance that delivered
+    // drains it once the delivery is over (maintain_and_unlock(), run_pending_tasks()).
+    if (!may_run_maintenance()) return;
     if (pending >= kMaxPendingUnits) {
       maintenance_mu_.lock();
       maintain_and_unlock();
@@ -957,33 +1096,65 @@ class CacheCore {
 
   // ---- Maintenance ---------------------------------------------------------------------
 
+  /// Whether this thread may run this cache's maintenance now: not while it holds the
+  /// maintenance lock (in_maintenance_), nor while it delivers maintenance's notifications
+  /// (delivering_: the delivering maintenance drains what a listener logs, and running
+  /// maintenance from inside a listener could recurse without bound). Called only on slow
+  /// paths (a write's after_write(), a read that filled a stripe).
+  bool may_run_maintenance() const { return in_maintenance_ != this && delivering_ != this; }
+
   void maintain_and_unlock() ABSL_UNLOCK_FUNCTION(maintenance_mu_) {
     for (int round = 0;; ++round) {
-      maintain_locked();
+      Notifications out;
+      maintain_locked(out);
       maintenance_mu_.unlock();
+      // Outside the lock: a listener may wait for a thread that needs the lock.
+      deliver_from_maintenance(out);
       // Events logged by writers whose try-lock failed while we held the lock are seen
       // here (their fetch_add + fence precede their failed try-lock, which precedes our
-      // unlock): pick up a batch's worth rather than strand it until the next write.
-      // Bounded, so one unlucky thread does not do everyone's maintenance forever.
+      // unlock), and so are the events our own listener calls logged during the delivery
+      // (after_write() left them to us; they precede this load in program order): pick
+      // up a batch's worth rather than strand it until the next write. Bounded, so one
+      // unlucky thread does not do everyone's maintenance forever.
       std::atomic_thread_fence(std::memory_order_seq_cst);
       if (round >= 2 || pending_units_.load() < kWriteBatch || !maintenance_mu_.try_lock()) return;
     }
   }
 
-  void maintain_locked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(maintenance_mu_) {
+  /// One maintenance pass. The notifications for what it evicted or expired are appended
+  /// to `out`, for the caller to deliver once it released the lock.
+  void maintain_locked(Notifications& out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(maintenance_mu_) {
+    // in_maintenance_ means "this thread holds maintenance_mu_" (reschedule_now() relies on
+    // it). Restored, not cleared: should code under our lock (an extension's hook) use
+    // another cache of this type, the end of that one's maintenance must not erase ours.
+    const CacheCore* const outer = in_maintenance_;
     in_maintenance_ = this;
     struct Reset {
-      ~Reset() { in_maintenance_ = nullptr; }
-    } reset;
+      const CacheCore* outer;
+      ~Reset() { in_maintenance_ = outer; }
+    } reset{outer};
     drain_reads();
     drain_writes();
     bias_quiet_shards();
-    Notifications out;
     if (expires_) expire(now_ns(), out);
     evict(out);
     // relaxed: weighted_size() is a statistic; run_pending_tasks() callers synchronize
     // through the maintenance lock anyway.
     weighted_size_.store(policy_->weighted_size(), std::memory_order_relaxed);
+  }
+
+  /// Delivers what maintenance collected, without its lock, marking this thread as
+  /// delivering for this cache (see may_run_maintenance()). The previous mark is restored,
+  /// not cleared: a listener of ours may make another cache of this type deliver, and our
+  /// mark must survive that.
+  void deliver_from_maintenance(Notifications& out) {
+    if (out.empty()) return;
+    const CacheCore* const outer = delivering_;
+    delivering_ = this;
+    struct Reset {
+      const CacheCore* outer;
+      ~Reset() { delivering_ = outer; }
+    } reset{outer};
     deliver(out);
   }
 
@@ -1136,7 +1307,7 @@ class CacheCore {
     if constexpr (Ext::kWriteOrder) s.order.remove(id);
     ext_.removed_locked(n.extra, static_cast<const K&>(n.key), static_cast<const V&>(n.value), cause);
     count_removal(cause);
-    if (config_.listener) out.push_back(Notification{std::move(n.key), std::move(n.value), cause});
+    notify(out, std::move(n.key), std::move(n.value), cause);
     destroy_entry(n);
     pending_free_[codec_.shard_of(id)].push_back(codec_.local_of(id));
   }
@@ -1185,9 +1356,12 @@ class CacheCore {
   std::chrono::steady_clock::time_point next_bias_sweep_ ABSL_GUARDED_BY(maintenance_mu_){};
   std::chrono::milliseconds bias_sweep_period_ ABSL_GUARDED_BY(maintenance_mu_) = kMinBiasSweepPeriod;
 
-  // The cache whose maintenance this thread is running, so that a listener calling back
-  // into that cache neither deadlocks on the maintenance lock nor recurses into it.
+  // The cache whose maintenance lock this thread holds (innermost), so that code running
+  // under it that calls back into that cache does not take the lock again.
   static inline thread_local const CacheCore* in_maintenance_ = nullptr;
+  // The cache whose maintenance's notifications this thread is delivering (innermost), so
+  // that a listener calling back into that cache does not recurse into its maintenance.
+  static inline thread_local const CacheCore* delivering_ = nullptr;
   // Hits this thread did not record (see applied_this_epoch()), for get()'s maintenance trigger.
   static inline thread_local uint32_t skipped_reads_ = 0;
 };
