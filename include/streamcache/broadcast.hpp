@@ -320,7 +320,8 @@ class Subscriber {
 /// not be delivered; messages whose publish() returned before close() are.
 ///
 /// Destroying the Broadcast closes it: live Subscribers drain what is left, then
-/// report kClosed.
+/// report kClosed. (A claim() never passed to publish_claimed() holds readers at its
+/// sequence after close(), but not after the Broadcast is destroyed.)
 template <class T>
 class Broadcast {
  public:
@@ -328,16 +329,14 @@ class Broadcast {
   Broadcast(Broadcast&&) noexcept = default;
   Broadcast& operator=(Broadcast&& other) noexcept {
     if (this != &other) {
-      if (ring_) ring_->close();
+      release();
       ring_ = std::move(other.ring_);
     }
     return *this;
   }
   Broadcast(const Broadcast&) = delete;
   Broadcast& operator=(const Broadcast&) = delete;
-  ~Broadcast() {
-    if (ring_) ring_->close();
-  }
+  ~Broadcast() { release(); }
 
   /// Publishes from any thread; returns the message's sequence (the first is 1).
   /// kOverwrite never waits for subscribers; kBlock waits for the slowest one.
@@ -461,6 +460,14 @@ class Broadcast {
 
  private:
   using Ring = detail::BroadcastRing<T>;
+
+  // Destroyed (or replaced): close, and since no claim can be filled any more, let
+  // readers stop at the first unfilled one instead of waiting for it.
+  void release() noexcept {
+    if (!ring_) return;
+    ring_->close();
+    ring_->abandon_unpublished();
+  }
 
   [[noreturn]] static void throw_abandoned() {
     throw std::logic_error("Broadcast: close() while publish was waiting for space");

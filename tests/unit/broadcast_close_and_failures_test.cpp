@@ -67,6 +67,17 @@ TEST(BroadcastCloseDrain, RecvAndRecvBatchWaitForAClaimMadeBeforeClose) {
   EXPECT_EQ(got, (std::vector<int>{1, 2}));
 }
 
+TEST(BroadcastCloseDrain, DestroyedBroadcastWithAnUnfilledClaimLeavesReadersClosedNotWaiting) {
+  std::optional<Broadcast<int>> b(std::in_place);
+  auto sub = b->subscribe();
+  b->publish(1);
+  (void)b->claim();  // never filled: its producer failed before publish_claimed()
+  b.reset();
+  EXPECT_EQ(*sub.recv().value, 1);
+  EXPECT_EQ(sub.recv_for(2s).status, RecvStatus::kClosed);  // not kTimeout
+  EXPECT_EQ(sub.try_recv().status, RecvStatus::kClosed);
+}
+
 // --- kBlock: claims that close() made their producers abandon --------------------------
 
 // close() wakes producers parked for space: those that still do not fit throw and leave

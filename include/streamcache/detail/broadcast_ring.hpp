@@ -217,6 +217,10 @@ class BroadcastRing {
     space_parker_.wake_all();
   }
 
+  /// The Broadcast is gone: nobody can fill a claim any more, so readers stop at the first
+  /// sequence not yet complete instead of waiting for it (close() alone waits for claims).
+  void abandon_unpublished() noexcept { abandon(published_cursor() + 1); }
+
  private:
   // Every 256th sequence, its producer advances the published hint.
   static constexpr uint64_t kHintStride = 256;
@@ -231,7 +235,7 @@ class BroadcastRing {
     // from the last lap, and the claim RMW of the next publish would otherwise stall
     // on this store's cache miss.
     __builtin_prefetch(&slots_[(seq + kPrefetchAhead) & mask_], 1);
-    const auto predecessor_abandoned = [&] { return seq - capacity_ >= abandoned_from_.load(); };
+    const auto predecessor_abandoned = [&] { return seq > capacity_ && seq - capacity_ >= abandoned_from_.load(); };
     if (!slot.wait_for_predecessor(seq, capacity_, predecessor_abandoned)) return false;
     struct Notify {
       BroadcastRing* ring;
