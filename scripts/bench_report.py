@@ -488,14 +488,13 @@ class Report:
             self.bar(what, "no run", None, None, "interleaved")
             return []
         v = float(m.group(1))
-        self.bar(what, f"{v:.2f}x (quartiles {float(m.group(2)):.2f}-{float(m.group(3)):.2f})", v,
-                 v >= BAR_CACHE_READ_VS_TBB, "[interleaved](#cache-read-against-tbb-over-processes)")
-        return ["### Cache read against tbb, over processes", "",
-                "Source: `bench/tools/cache_interleaved.cpp`. The read-100% ratio to tbb of one "
-                "`cache_benchmark` process is one draw from a wide spread on this machine kind (the header "
-                "comment of the tool says why); this tool alternates 100 ms slices of ours and tbb inside each "
-                "of several fresh processes and reports every process. Rates in M ops/s.", "",
-                "```", *(text or "").rstrip().splitlines(), "```", ""]
+        return self.interleaved_bar(
+            what, f"{v:.2f}x (quartiles {float(m.group(2)):.2f}-{float(m.group(3)):.2f})", v,
+            v >= BAR_CACHE_READ_VS_TBB, "Cache read against tbb, over processes",
+            "Source: `bench/tools/cache_interleaved.cpp`. The read-100% ratio to tbb of one "
+            "`cache_benchmark` process is one draw from a wide spread on this machine kind (the header "
+            "comment of the tool says why); this tool alternates 100 ms slices of ours and tbb inside each "
+            "of several fresh processes and reports every process. Rates in M ops/s.", text)
 
     def memory_section(self) -> list[str]:
         text = read_text(self.results, "cache_memory.txt")
@@ -674,15 +673,21 @@ class Report:
             self.bar(what, "no run", None, None, "interleaved")
             return []
         case, mode, v, q1, q3 = min(medians, key=lambda m: m[2])
-        self.bar(what, f"worst {v:.2f}x ({case} {mode}; quartiles {float(q1):.2f}-{float(q3):.2f})", v,
-                 v >= BAR_BCAST_VS_MUTEX, "[interleaved](#broadcast-2---2-over-alternating-runs)")
-        return ["### Broadcast 2 -> 2 over alternating runs", "",
-                "Source: `bench/tools/broadcast_interleaved.cpp`. With four threads on two cores, one run of a "
-                "2 -> 2 case mostly measures where the scheduler put the threads, which changes from run to "
-                "run (the tool's header comment gives the spread); this tool alternates single runs of the ring "
-                "and the mutex baseline, swapping their order every round, and reports the median and quartiles "
-                "of the per-round ratio. Rates in M messages/s delivered.", "",
-                "```", *(text or "").rstrip().splitlines(), "```", ""]
+        return self.interleaved_bar(
+            what, f"worst {v:.2f}x ({case} {mode}; quartiles {float(q1):.2f}-{float(q3):.2f})", v,
+            v >= BAR_BCAST_VS_MUTEX, "Broadcast 2 -> 2 over alternating runs",
+            "Source: `bench/tools/broadcast_interleaved.cpp`. With four threads on two cores, one run of a "
+            "2 -> 2 case mostly measures where the scheduler put the threads, which changes from run to "
+            "run (the tool's header comment gives the spread); this tool alternates single runs of the ring "
+            "and the mutex baseline, swapping their order every round, and reports the median and quartiles "
+            "of the per-round ratio. Rates in M messages/s delivered.", text)
+
+    def interleaved_bar(self, what: str, measured: str, v: float, ok: bool, title: str, source: str,
+                        text: str | None) -> list[str]:
+        """The bar row and the section of an interleaved tool: its explanation and raw output."""
+        anchor = re.sub(r"[^a-z0-9 -]", "", title.lower()).replace(" ", "-")
+        self.bar(what, measured, v, ok, f"[interleaved](#{anchor})")
+        return [f"### {title}", "", source, "", "```", *(text or "").rstrip().splitlines(), "```", ""]
 
     def plot_broadcast(self, data: dict[tuple[str, str], dict[int, float]], impls) -> None:
         dat = os.path.join(self.results, "plot_broadcast.dat")

@@ -1127,12 +1127,7 @@ class CacheCore {
     // in_maintenance_ means "this thread holds maintenance_mu_" (reschedule_now() relies on
     // it). Restored, not cleared: should code under our lock (an extension's hook) use
     // another cache of this type, the end of that one's maintenance must not erase ours.
-    const CacheCore* const outer = in_maintenance_;
-    in_maintenance_ = this;
-    struct Reset {
-      const CacheCore* outer;
-      ~Reset() { in_maintenance_ = outer; }
-    } reset{outer};
+    const ThreadMark mark(in_maintenance_, this);
     drain_reads();
     drain_writes();
     bias_quiet_shards();
@@ -1143,18 +1138,27 @@ class CacheCore {
     weighted_size_.store(policy_->weighted_size(), std::memory_order_relaxed);
   }
 
+  /// Sets a per-thread mark (in_maintenance_, delivering_) for a scope and restores the
+  /// previous value, not null, at its end: marks nest across caches of the same type.
+  class ThreadMark {
+   public:
+    ThreadMark(const CacheCore*& mark, const CacheCore* self) : mark_(mark), outer_(mark) { mark_ = self; }
+    ~ThreadMark() { mark_ = outer_; }
+    ThreadMark(const ThreadMark&) = delete;
+    ThreadMark& operator=(const ThreadMark&) = delete;
+
+   private:
+    const CacheCore*& mark_;
+    const CacheCore* const outer_;
+  };
+
   /// Delivers what maintenance collected, without its lock, marking this thread as
   /// delivering for this cache (see may_run_maintenance()). The previous mark is restored,
   /// not cleared: a listener of ours may make another cache of this type deliver, and our
   /// mark must survive that.
   void deliver_from_maintenance(Notifications& out) {
     if (out.empty()) return;
-    const CacheCore* const outer = delivering_;
-    delivering_ = this;
-    struct Reset {
-      const CacheCore* outer;
-      ~Reset() { delivering_ = outer; }
-    } reset{outer};
+    const ThreadMark mark(delivering_, this);
     deliver(out);
   }
 
