@@ -380,17 +380,16 @@ class Broadcast {
     bool abandoned = false;
     try {
       for (const T& v : values) {
-        T copy(v);  // may throw: slot `seq` is untouched then
-        const uint64_t s = seq++;
-        // A throwing move completes `s` itself; false: close() left an earlier claim
-        // unfinished, so nobody can read this one or the rest.
-        if (!ring_->publish_claimed(s, std::move(copy))) {
+        // A throwing copy or move completes `seq` itself (as lost); false: close() left
+        // an earlier claim unfinished, so nobody can read this one or the rest.
+        if (!publish_claimed(seq++, v)) {
           abandoned = true;
           break;
         }
       }
     } catch (...) {
-      // Unreachable for seqlock slots: their trivially copyable values cannot throw.
+      // The rest of the batch, after the one that threw. Unreachable for seqlock slots:
+      // their trivially copyable values cannot throw.
       if constexpr (!detail::kUseSeqlock<T>) {
         for (; seq < end; ++seq) ring_->publish_lost(seq);
       }
