@@ -316,8 +316,9 @@ class Subscriber {
 /// messages it missed, then continues at the oldest message still held.
 ///
 /// Memory ordering: writes made before publish() are visible to a subscriber that
-/// receives that message. Messages published concurrently with close() may or may
-/// not be delivered; messages whose publish() returned before close() are.
+/// receives that message. A publish() that returns has its message delivered (to every
+/// subscriber that does not lag), also when it ran concurrently with close(); one that
+/// throws std::logic_error because of close() delivered nothing.
 ///
 /// Destroying the Broadcast closes it: live Subscribers drain what is left, then
 /// report kClosed. (A claim() never passed to publish_claimed() holds readers at its

@@ -3,6 +3,7 @@
 // found (docs/notes/broadcast.md, session 8): nothing may be lost, and nobody may hang.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <optional>
@@ -76,6 +77,50 @@ TEST(BroadcastCloseDrain, DestroyedBroadcastWithAnUnfilledClaimLeavesReadersClos
   EXPECT_EQ(*sub.recv().value, 1);
   EXPECT_EQ(sub.recv_for(2s).status, RecvStatus::kClosed);  // not kTimeout
   EXPECT_EQ(sub.try_recv().status, RecvStatus::kClosed);
+}
+
+// Two producers publish while close() lands among their claims: every publish() that
+// returned must be delivered. (A claim checked for close() before claiming could land
+// just above the cutoff and return a sequence nobody would read; it is now checked after.)
+// The race window is a few nanoseconds wide, so this pins the property rather than
+// reproducing the old interleaving reliably.
+TEST(BroadcastCloseDrain, EveryPublishThatReturnedAcrossACloseIsDelivered) {
+  const auto until = std::chrono::steady_clock::now() + 500ms;
+  for (int round = 0; std::chrono::steady_clock::now() < until; ++round) {
+    Broadcast<uint64_t> b(BroadcastOptions{.capacity = 1u << 14});  // room for all: no lag
+    auto sub = b.subscribe();
+    std::vector<uint64_t> returned[2];
+    std::atomic<int> started{0};
+    {
+      std::vector<std::jthread> producers;
+      for (auto& mine : returned) {
+        producers.emplace_back([&b, &started, &mine] {
+          started.fetch_add(1);
+          for (int i = 0; i < 4000; ++i) {
+            try {
+              mine.push_back(b.publish(1));
+            } catch (const std::logic_error&) {
+              return;  // closed: this one was not delivered, and none after it may return
+            }
+          }
+        });
+      }
+      while (started.load() < 2) std::this_thread::yield();
+      std::this_thread::sleep_for(std::chrono::microseconds(round % 50));  // close at varying depths
+      b.close();
+    }
+    std::vector<uint64_t> delivered;
+    for (Received<uint64_t> r = sub.try_recv(); r.status != RecvStatus::kClosed; r = sub.try_recv()) {
+      ASSERT_NE(r.status, RecvStatus::kLagged);
+      if (r.status == RecvStatus::kOk) delivered.push_back(r.seq);
+    }
+    for (const auto& mine : returned) {
+      for (uint64_t seq : mine) {
+        ASSERT_TRUE(std::binary_search(delivered.begin(), delivered.end(), seq))
+            << "publish() returned " << seq << " but it was never delivered (round " << round << ")";
+      }
+    }
+  }
 }
 
 // --- kBlock: claims that close() made their producers abandon --------------------------

@@ -33,6 +33,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "streamcache/detail/asymmetric_barrier.hpp"
+#include "streamcache/detail/backoff.hpp"
 #include "streamcache/detail/broadcast_sequencer.hpp"
 #include "streamcache/detail/broadcast_slot.hpp"
 #include "streamcache/detail/broadcast_wait.hpp"
@@ -69,11 +70,20 @@ class BroadcastRing {
   /// returns the first. kBlock: waits until their slots are free for every live
   /// subscriber. Throws std::logic_error once closed (also when close() interrupts
   /// the wait; those sequences then stay unpublished, which only matters after close).
+  /// A claim that returns is below close()'s cutoff, so subscribers wait for it: a
+  /// publish() that returns is delivered, even when it raced with close().
   uint64_t claim(uint64_t n = 1) {
-    if (closed_.load()) throw std::logic_error("Broadcast: publish after close()");
     const uint64_t first = sequencer_.next(n);
     const uint64_t last = first + n - 1;
-    light_barrier();  // the light side for register_gate(): our claim, then the gate load
+    // The light side for register_gate() and for close(): our claim, then the loads of
+    // the gate and of closed_ (close() stores closed_, then reads the claims).
+    light_barrier();
+    // seq_cst: after the claim (a fetch_add, or the owner's plain store ordered by
+    // close()'s heavy barrier), so either close() counts this claim in its cutoff or we
+    // see closed_ here. Checked after claiming, not before: checked before, a claim
+    // could land just above the cutoff, and its publish() return a message that no
+    // subscriber would ever read.
+    if (closed_.load() && first > cutoff()) throw std::logic_error("Broadcast: publish after close()");
     if (block_producers_ && last > capacity_ && !gate_allows(last, gate_cache_.load())) {
       if (!wait_for_gate(last)) {
         abandon(first);
@@ -143,9 +153,9 @@ class BroadcastRing {
   /// publish completed before them is seen by the re-check.
   bool drained(uint64_t seq) const noexcept {
     if (!closed_.load()) return false;
-    const uint64_t cutoff = closed_at_.load();
+    const uint64_t last_claim = cutoff();
     const uint64_t abandoned = abandoned_from_.load();
-    return !complete(seq) && (seq > cutoff || seq >= abandoned);
+    return !complete(seq) && (seq > last_claim || seq >= abandoned);
   }
 
   /// Waits until `seq` is complete, drained(seq), the deadline passes or stop.
@@ -251,6 +261,14 @@ class BroadcastRing {
     } notify{this, seq};
     write(slot);
     return true;
+  }
+
+  /// The last sequence claimed before close(), once closed_ is set. close() sets closed_
+  /// and then the cutoff, so a thread that saw closed_ may have to wait a moment for it.
+  uint64_t cutoff() const noexcept {
+    uint64_t at = closed_at_.load();
+    for (Backoff backoff; at == kNotClosed; at = closed_at_.load()) backoff.pause();
+    return at;
   }
 
   /// A kBlock claim of first.. that close() interrupted is never written: subscribers stop
