@@ -441,25 +441,46 @@ TEST(CacheLoaderRegression, ThrowingWeigherDuringALoadMustNotWedgeLaterLoadsOfTh
   delete cache;
 }
 
+// Holds the cache's maintenance busy: on the chosen thread, the second read of the clock
+// (the first is the insert's own; the second is maintenance's expiry pass, made with the
+// maintenance lock held) waits until released. No listener can do this any more: they
+// run after maintenance has let go of its lock.
+class MaintenanceHoldingClock : public Clock {
+ public:
+  time_point now() const override {
+    if (std::this_thread::get_id() == holder_.load() && ++holder_reads_ == 2) {
+      holding_ = true;
+      while (!release_.load()) std::this_thread::yield();
+    }
+    return time_point{} + std::chrono::hours(1);
+  }
+  void hold_on(std::thread::id t) { holder_ = t; }
+  bool holding() const { return holding_.load(); }
+  void release() { release_ = true; }
+
+ private:
+  std::atomic<std::thread::id> holder_{};
+  mutable std::atomic<int> holder_reads_{0};
+  mutable std::atomic<bool> holding_{false};
+  std::atomic<bool> release_{false};
+};
+
 // Found by the soak (scripts/soak: 36,791 entries in a 20,000-entry cache, node arenas
 // ratcheting the heap from 4 to 19 MiB). invalidate_if() logs one kRemove per entry it
-// removes but counts one pending write (after_write() once), while maintenance subtracts
-// every applied event: each call drives pending_writes_ further below zero, so the
-// 256-pending-writes backpressure never triggers again and writers that find maintenance
-// busy pile up entries without bound. Here maintenance is held busy by a listener that
-// blocks; the documented bound (capacity + 256 + one in-flight write per writer) must hold.
+// removes but counted one pending write, while maintenance subtracts every applied
+// event: each call drove the pending count further below zero, so the backpressure
+// (writers wait for maintenance once 256 adds are pending) never triggered again and
+// writers that found maintenance busy piled up entries without bound. Here maintenance
+// is held busy (MaintenanceHoldingClock) after 100 invalidate_if() calls; the documented
+// bound (capacity + 256 + one in-flight write per writer) must hold, and the writer must
+// be the one waiting for it.
 TEST(CacheSizeRegression, InvalidateIfMustNotDisableTheWriteBackpressure) {
   constexpr uint64_t kCapacity = 10;
-  std::atomic<bool> hold{false};
-  std::atomic<bool> holding{false};
-  std::atomic<bool> release{false};
+  auto clock = std::make_shared<MaintenanceHoldingClock>();
   auto cache = StringCache::builder()
                    .max_capacity(kCapacity)
-                   .eviction_listener([&](const int&, const std::string&, RemovalCause cause) {
-                     if (cause != RemovalCause::kSize || !hold.exchange(false)) return;
-                     holding = true;  // inside maintenance, with its lock held
-                     while (!release.load()) std::this_thread::yield();
-                   })
+                   .time_to_live(std::chrono::hours(24))  // so that maintenance reads the clock
+                   .clock(clock)
                    .build();
   for (int round = 0; round < 100; ++round) {  // 100 x (10 inserts, one invalidate_if of 10)
     for (int k = 0; k < 10; ++k) cache.insert(k, "x");
@@ -467,27 +488,41 @@ TEST(CacheSizeRegression, InvalidateIfMustNotDisableTheWriteBackpressure) {
   }
   cache.run_pending_tasks();
   for (int k = 0; k < static_cast<int>(kCapacity); ++k) cache.insert(k, "x");
-  hold = true;
-  std::thread holder([&] { cache.insert(1000, "evicts one and holds maintenance"); });
-  ASSERT_TRUE(eventually([&] { return holding.load(); }));
+  cache.run_pending_tasks();
+  std::thread holder([&] {
+    clock->hold_on(std::this_thread::get_id());
+    cache.insert(1000, "runs maintenance and holds it");
+  });
+  if (!eventually([&] { return clock->holding(); })) {
+    clock->release();
+    holder.join();
+    FAIL() << "an add on a full cache did not run maintenance: the pending count no longer triggers it";
+  }
   std::atomic<int> inserted{0};
   std::thread writer([&] {
     for (int k = 2000; k < 2500; ++k) {
-      cache.insert(k, "y");  // should block once 256 writes are pending
+      cache.insert(k, "y");  // must block once 256 adds are pending
       ++inserted;
     }
   });
   const uint64_t bound = kCapacity + 256 + 2;
   const auto deadline = std::chrono::steady_clock::now() + seconds(2);
+  // Until the writer is stuck behind the held maintenance (or has run away).
+  int last = -1;
   while (inserted.load() < 500 && cache.entry_count() <= bound && std::chrono::steady_clock::now() < deadline) {
-    std::this_thread::sleep_for(milliseconds(1));
+    std::this_thread::sleep_for(milliseconds(20));
+    if (inserted.load() == last) break;  // no progress for 20 ms: it waits
+    last = inserted.load();
   }
   const uint64_t count = cache.entry_count();
-  release = true;
+  const int inserted_while_held = inserted.load();
+  clock->release();
   holder.join();
   writer.join();
-  EXPECT_LE(count, bound) << "entries while maintenance was busy; the writer did " << inserted.load()
+  EXPECT_LE(count, bound) << "entries while maintenance was busy; the writer did " << inserted_while_held
                           << " inserts without ever waiting for it";
+  EXPECT_GT(count, kCapacity + 200) << "maintenance was not held: this test checked nothing";
+  EXPECT_LT(inserted_while_held, 500) << "the writer never waited for the held maintenance";
 }
 
 // ---- Waking a receiver blocked on another thread ------------------------------------------
