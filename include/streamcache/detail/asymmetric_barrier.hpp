@@ -4,10 +4,12 @@
 #pragma once
 
 #include <atomic>
+#include <cstdio>
 #include <cstdlib>
 
 #if defined(__linux__)
 #include <linux/membarrier.h>
+#include <sched.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 #endif
@@ -44,10 +46,23 @@ inline bool heavy_barrier_available() noexcept {
 /// The heavy side; only after heavy_barrier_available() returned true.
 inline void heavy_barrier() noexcept {
 #if defined(__linux__) && defined(SYS_membarrier)
-  // Once registered, the kernel fails this command only for bad arguments: an error
-  // here means the handshakes built on it cannot be trusted, so stop rather than
-  // risk two producers taking the same sequence.
-  if (syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) != 0) std::abort();
+  // Once registered, the kernel can still fail this command: -ENOMEM (its cpumask
+  // allocation, on CONFIG_CPUMASK_OFFSTACK kernels), or whatever a seccomp filter the
+  // process installed after heavy_barrier_available() makes it return. A transient
+  // failure is retried. Without the barrier, a thread on the light side may be
+  // invisible to us (two producers could take one sequence, a reader could sit beside
+  // a writer) and there is no portable fallback, so a lasting failure stops the
+  // process. Applications that sandbox themselves must allow membarrier
+  // (docs/reliability.md).
+  for (int attempt = 0; syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) != 0; ++attempt) {
+    if (attempt == 100) {
+      std::fputs("streamcache: membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) keeps failing; "
+                 "a seccomp filter must allow it\n",
+                 stderr);
+      std::abort();
+    }
+    sched_yield();
+  }
 #else
   std::abort();  // unreachable: heavy_barrier_available() is false here
 #endif
