@@ -1,6 +1,7 @@
 #include "streamcache/clock.hpp"
 
 #include <stdexcept>
+#include <string>
 
 namespace streamcache {
 namespace {
@@ -26,7 +27,17 @@ Clock::time_point ManualClock::now() const {
 
 void ManualClock::advance(Clock::duration d) {
   if (d.count() < 0) throw std::invalid_argument("ManualClock::advance: negative duration");
-  nanos_.fetch_add(d.count(), std::memory_order_relaxed);  // relaxed: see now()
+  // A CAS loop rather than fetch_add: an advance past the largest time point would wrap the
+  // count to a negative time, i.e. move the clock backwards (expired entries would come
+  // back). Such an advance is refused and the clock left unchanged.
+  int64_t current = nanos_.load(std::memory_order_relaxed);  // relaxed: see now()
+  int64_t next;
+  do {
+    if (__builtin_add_overflow(current, d.count(), &next)) {
+      throw std::invalid_argument("ManualClock::advance: d = " + std::to_string(d.count()) +
+                                  " ns would move the clock past its largest time point");
+    }
+  } while (!nanos_.compare_exchange_weak(current, next, std::memory_order_relaxed));  // relaxed: see now()
 }
 
 }  // namespace streamcache

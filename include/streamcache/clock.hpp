@@ -33,7 +33,8 @@ class ManualClock : public Clock {
 
   time_point now() const override;
 
-  /// Moves time forward by `d`. Throws std::invalid_argument for a negative `d`.
+  /// Moves time forward by `d`. Throws std::invalid_argument for a negative `d`, or one that
+  /// would overflow the clock (time never wraps backwards); the clock is then unchanged.
   void advance(Clock::duration d);
 
  private:
