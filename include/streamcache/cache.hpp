@@ -206,9 +206,12 @@ class Cache {
   uint64_t weighted_size() const { return core_->weighted_size(); }
 
   /// Applies all buffered reads and writes, expires, evicts, and delivers the resulting
-  /// notifications before returning (another thread's maintenance may still be delivering
-  /// its own). A no-op when called from the eviction listener during maintenance's
-  /// delivery: that maintenance applies what the listener did once the delivery is over.
+  /// notifications before returning; it also waits for notifications that other threads'
+  /// earlier maintenance collected and is still delivering. So when it returns, every
+  /// notification for an operation completed before the call has been delivered. A no-op
+  /// when called from the eviction listener during maintenance's delivery: that
+  /// maintenance applies what the listener did once the delivery is over. (A listener
+  /// must therefore not wait for a thread that is inside run_pending_tasks().)
   void run_pending_tasks() { core_->run_pending_tasks(); }
 
   CacheStats stats() const { return core_->stats(); }

@@ -759,6 +759,66 @@ TEST(CacheListener, ListenerJoiningALoadWhoseLoaderWritesManyKeysDoesNotDeadlock
   EXPECT_LE(st->cache->entry_count(), 1u);
 }
 
+// API.md: when run_pending_tasks() returns, every notification for an operation completed
+// before the call has been delivered. Maintenance delivers after releasing its lock, so
+// an eviction collected by another thread's maintenance may still be in delivery there:
+// run_pending_tasks() must wait for it (it returned at once, found by a review).
+TEST(CacheListener, RunPendingTasksWaitsForANotificationAnotherThreadIsStillDelivering) {
+  std::atomic<bool> in_listener{false}, release{false}, delivered{false};
+  IntCache cache = IntCache::builder()
+                       .max_capacity(1)
+                       .eviction_listener([&](const int&, const int&, RemovalCause c) {
+                         if (c != RemovalCause::kSize) return;
+                         in_listener = true;
+                         while (!release.load()) std::this_thread::yield();
+                         delivered = true;
+                       })
+                       .build();
+  cache.insert(1, 1);
+  std::thread evictor([&] { cache.insert(2, 2); });  // its maintenance evicts one, delivers here
+  while (!in_listener.load()) std::this_thread::yield();
+  std::atomic<bool> returned{false};
+  bool delivered_when_returned = false;
+  std::thread flusher([&] {
+    cache.run_pending_tasks();
+    delivered_when_returned = delivered.load();
+    returned = true;
+  });
+  std::this_thread::sleep_for(milliseconds(50));
+  EXPECT_FALSE(returned.load()) << "run_pending_tasks() returned while the eviction was still being delivered";
+  release = true;
+  evictor.join();
+  flusher.join();
+  EXPECT_TRUE(delivered_when_returned);
+}
+
+// A listener may itself call run_pending_tasks() (a no-op there) while another thread
+// waits in run_pending_tasks() for that very delivery: nobody waits for itself.
+TEST(CacheListener, ListenerCallingRunPendingTasksWhileAnotherThreadWaitsForItDoesNotDeadlock) {
+  std::atomic<bool> in_listener{false}, release{false};
+  IntCache* self = nullptr;
+  IntCache cache = IntCache::builder()
+                       .max_capacity(1)
+                       .eviction_listener([&](const int&, const int&, RemovalCause c) {
+                         if (c != RemovalCause::kSize || in_listener.exchange(true)) return;
+                         while (!release.load()) std::this_thread::yield();
+                         self->run_pending_tasks();
+                       })
+                       .build();
+  self = &cache;
+  cache.insert(1, 1);
+  std::thread evictor([&] { cache.insert(2, 2); });
+  while (!in_listener.load()) std::this_thread::yield();
+  const bool flushed = finishes_within(seconds(10), [&] {
+    std::thread flusher([&] { cache.run_pending_tasks(); });
+    std::this_thread::sleep_for(milliseconds(20));
+    release = true;
+    flusher.join();
+  });
+  ASSERT_TRUE(flushed) << "deadlock";  // (a joinable evictor then ends the run: it hangs)
+  evictor.join();
+}
+
 TEST(CacheListener, ListenerThatInsertsOnEveryEvictionNeverRecursesIntoMaintenance) {
   // Each eviction's listener inserts a new key, which evicts again, forever: maintenance run
   // from inside the listener would nest without bound. It is left to the maintenance that

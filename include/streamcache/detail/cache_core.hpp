@@ -24,6 +24,7 @@
 
 #include "streamcache/cache_types.hpp"
 #include "streamcache/clock.hpp"
+#include "streamcache/detail/delivery_tracker.hpp"
 #include "streamcache/detail/hash_mix.hpp"
 #include "streamcache/detail/intrusive_list.hpp"
 #include "streamcache/detail/mutex.hpp"
@@ -552,16 +553,23 @@ class CacheCore {
     // Loop: a listener that writes back into the cache leaves new events behind (bounded,
     // in case it does so for every notification forever). Each round delivers its
     // notifications before the next one, so when this returns every notification of the
-    // maintenance it ran was delivered. (Notifications another thread's maintenance
-    // collected may still be in delivery on that thread.)
+    // maintenance it ran was delivered; then it waits for those that other threads'
+    // earlier maintenance collected and is still delivering (API.md: every notification
+    // for an operation completed before the call is delivered when it returns).
+    uint64_t last_pass = 0;
     for (int round = 0; round < 8; ++round) {
       Notifications out;
       maintenance_mu_.lock();
       maintain_locked(out);
+      const uint64_t ticket = begin_delivery_locked(out);
+      last_pass = passes_;
       maintenance_mu_.unlock();
-      deliver_from_maintenance(out);
+      deliver_from_maintenance(out, ticket);
       if (pending_units_.load() <= 0) break;  // seq_cst: as in maintain_and_unlock()
     }
+    // Passes before ours may still be delivering on other threads (they collected their
+    // notifications under the lock before us, and deliver after releasing it).
+    deliveries_.wait_through(last_pass);
   }
 
   size_t shard_count() const { return shards_.size(); }
@@ -1107,9 +1115,10 @@ class CacheCore {
     for (int round = 0;; ++round) {
       Notifications out;
       maintain_locked(out);
+      const uint64_t ticket = begin_delivery_locked(out);
       maintenance_mu_.unlock();
       // Outside the lock: a listener may wait for a thread that needs the lock.
-      deliver_from_maintenance(out);
+      deliver_from_maintenance(out, ticket);
       // Events logged by writers whose try-lock failed while we held the lock are seen
       // here (their fetch_add + fence precede their failed try-lock, which precedes our
       // unlock), and so are the events our own listener calls logged during the delivery
@@ -1156,10 +1165,21 @@ class CacheCore {
   /// delivering for this cache (see may_run_maintenance()). The previous mark is restored,
   /// not cleared: a listener of ours may make another cache of this type deliver, and our
   /// mark must survive that.
-  void deliver_from_maintenance(Notifications& out) {
+  /// Numbers this pass's delivery, if it has notifications, so that run_pending_tasks()
+  /// can wait for it (0: nothing to wait for).
+  uint64_t begin_delivery_locked(const Notifications& out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(maintenance_mu_) {
+    if (out.empty()) return 0;
+    const uint64_t ticket = ++passes_;
+    return deliveries_.begin(ticket) ? ticket : 0;
+  }
+
+  void deliver_from_maintenance(Notifications& out, uint64_t ticket) {
     if (out.empty()) return;
-    const ThreadMark mark(delivering_, this);
-    deliver(out);
+    {
+      const ThreadMark mark(delivering_, this);
+      deliver(out);
+    }
+    deliveries_.end(ticket);
   }
 
   /// Shards no writer locked for a whole sweep period get biased reader locks (see
@@ -1359,6 +1379,8 @@ class CacheCore {
   std::vector<WriteEvent> scratch_log_ ABSL_GUARDED_BY(maintenance_mu_);
   std::chrono::steady_clock::time_point next_bias_sweep_ ABSL_GUARDED_BY(maintenance_mu_){};
   std::chrono::milliseconds bias_sweep_period_ ABSL_GUARDED_BY(maintenance_mu_) = kMinBiasSweepPeriod;
+  uint64_t passes_ ABSL_GUARDED_BY(maintenance_mu_) = 0;  // maintenance passes that had notifications
+  DeliveryTracker deliveries_;
 
   // The cache whose maintenance lock this thread holds (innermost), so that code running
   // under it that calls back into that cache does not take the lock again.
