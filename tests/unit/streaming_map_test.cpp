@@ -451,5 +451,89 @@ TEST(StreamingMap, InvalidOptionsThrowNamingTheOption) {
   EXPECT_THAT(message(o), ::testing::HasSubstr("time_to_live"));
 }
 
+// A key whose copy constructor throws once armed: the next `copies_left` copies succeed.
+struct FragileKey {
+  static inline int copies_left = -1;  // -1: never throw
+  int v = 0;
+  FragileKey() = default;
+  FragileKey(int x) : v(x) {}  // NOLINT
+  FragileKey(const FragileKey& o) : v(o.v) {
+    if (copies_left == 0) throw std::runtime_error("key copy failed");
+    if (copies_left > 0) --copies_left;
+  }
+  FragileKey(FragileKey&&) noexcept = default;
+  FragileKey& operator=(const FragileKey&) = default;
+  FragileKey& operator=(FragileKey&&) noexcept = default;
+  bool operator==(const FragileKey& o) const { return v == o.v; }
+  bool operator<(const FragileKey& o) const { return v < o.v; }
+  template <class H>
+  friend H AbslHashValue(H h, const FragileKey& k) { return H::combine(std::move(h), k.v); }
+};
+struct Disarm {
+  ~Disarm() { FragileKey::copies_left = -1; }
+};
+
+std::map<int, int> rebuild(StreamingMap<FragileKey, int>& map, size_t n) {
+  std::map<int, int> state;
+  for (const auto& e : map.stream_n(n)) {
+    if (e.kind == EventKind::kRemove) {
+      state.erase(e.key.v);
+    } else {
+      state[e.key.v] = *e.value;
+    }
+  }
+  return state;
+}
+
+TEST(StreamingMap, InsertWhoseKeyCopyThrowsLeavesTheMapUnchanged) {
+  Disarm d;
+  StreamingMap<FragileKey, int> map;
+  map.insert(FragileKey(1), 1);
+  map.insert(FragileKey(2), 2);
+  FragileKey::copies_left = 0;
+  EXPECT_THROW(map.insert(FragileKey(1), 10), std::runtime_error);
+  FragileKey::copies_left = -1;
+  ASSERT_NE(map.get(FragileKey(1)), nullptr);
+  EXPECT_EQ(*map.get(FragileKey(1)), 1);
+  EXPECT_EQ(map.last_seq(), 2u);
+  std::vector<uint64_t> seqs;
+  for (const auto& e : map.stream_n(2)) seqs.push_back(e.seq);
+  EXPECT_EQ(seqs, (std::vector<uint64_t>{1, 2}));
+}
+
+TEST(StreamingMap, RemoveWhoseKeyCopyThrowsLeavesTheMapUnchanged) {
+  Disarm d;
+  StreamingMap<FragileKey, int> map;
+  map.insert(FragileKey(1), 1);
+  map.insert(FragileKey(2), 2);
+  const FragileKey one(1);
+  FragileKey::copies_left = 0;
+  EXPECT_THROW(map.remove(one), std::runtime_error);
+  FragileKey::copies_left = -1;
+  ASSERT_NE(map.get(FragileKey(1)), nullptr);
+  EXPECT_EQ(rebuild(map, 2), (std::map<int, int>{{1, 1}, {2, 2}}));
+  EXPECT_TRUE(map.remove(one));
+  map.insert(FragileKey(3), 3);
+  EXPECT_EQ(rebuild(map, 2), (std::map<int, int>{{2, 2}, {3, 3}}));
+}
+
+TEST(StreamingMap, HistoryKeyCopyThatThrowsEndsOnlyThatStream) {
+  Disarm d;
+  StreamingMapOptions options;
+  options.snapshot_batch = 1;
+  StreamingMap<FragileKey, int> map(options);
+  for (int i = 0; i < 100; ++i) map.insert(FragileKey(i), i);
+  {
+    auto gen = map.stream();
+    auto it = gen.begin();
+    FragileKey::copies_left = 3;
+    EXPECT_THROW({ for (int i = 0; i < 100; ++i) ++it; }, std::runtime_error);
+    FragileKey::copies_left = -1;
+  }
+  std::map<int, int> expected;
+  for (int i = 0; i < 100; ++i) expected[i] = i;
+  EXPECT_EQ(rebuild(map, 100), expected);
+}
+
 }  // namespace
 }  // namespace streamcache

@@ -331,6 +331,14 @@ class CacheCore {
       last = s.order.prev(cursor.marker);
       s.order.remove(cursor.marker);
     }
+    // The marker goes back when the walk ends, also if `visit` throws: left out of the
+    // list, release_history() would unlink it a second time and wipe the list's ends.
+    struct Relink {
+      Shard& s;
+      const NodeId& last;
+      NodeId marker;
+      ~Relink() { s.order.insert_after(last, marker); }
+    } relink{s, last, cursor.marker};
     size_t emitted = 0;
     while (id != kNoNode && emitted < max) {
       Node& n = node(id);
@@ -346,7 +354,6 @@ class CacheCore {
       id = s.order.next(id);
     }
     if (id == kNoNode) cursor.done = true;
-    s.order.insert_after(last, cursor.marker);
     return emitted;
   }
 

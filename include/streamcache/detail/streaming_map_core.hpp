@@ -6,8 +6,10 @@
 #include <algorithm>
 #include <cstdint>
 #include <deque>
+#include <exception>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <queue>
 #include <stdexcept>
 #include <stop_token>
@@ -67,10 +69,14 @@ class StreamingMapCore : public std::enable_shared_from_this<StreamingMapCore<K,
 
   uint64_t insert(K key, V value) {
     Value ptr = std::make_shared<const V>(std::move(value));
+    // The event (a copy of the key, which may throw) is built before the cache is touched:
+    // the write hook runs after the entry is written and must not throw, or the entry
+    // would keep a new value with its old sequence and no event.
+    PreparedEvent event{EventT{0, EventKind::kUpsert, key, ptr}, std::nullopt};
     uint64_t seq = 0;
     cache_->insert_with(std::move(key), std::move(ptr),
-                        [&](typename Ext::NodeExtra& x, const K& k, const Value& v) {
-                          seq = publish_locked(EventKind::kUpsert, k, v);
+                        [&](typename Ext::NodeExtra& x, const K&, const Value&) {
+                          seq = publish_prepared_locked(std::move(event));
                           x.seq = static_cast<Timestamp>(seq);
                         });
     return seq;
@@ -78,12 +84,17 @@ class StreamingMapCore : public std::enable_shared_from_this<StreamingMapCore<K,
 
   bool remove(const K& key) {
     bool removed = false;
-    cache_->remove_with(key, [&](typename Ext::NodeExtra&, const K& k, const Value&, RemovalCause cause) {
+    // As in insert(): the removal's event and log entry (copies of the key, which may
+    // throw) are built before the cache is touched, since the hook runs after the entry
+    // left the map and must not throw. `key` equals the stored key.
+    std::optional<PreparedEvent> event;
+    if (options_.publish_removals || options_.publish_expirations) event.emplace(prepare_removal(key));
+    cache_->remove_with(key, [&](typename Ext::NodeExtra&, const K&, const Value&, RemovalCause cause) {
       if (cause == RemovalCause::kExplicit) {
         removed = true;
-        if (options_.publish_removals) publish_removal_locked(k);
+        if (options_.publish_removals) publish_prepared_locked(std::move(*event));
       } else if (options_.publish_expirations) {
-        publish_removal_locked(k);  // it had expired: this is its expiration
+        publish_prepared_locked(std::move(*event));  // it had expired: this is its expiration
       }
     });
     return removed;
@@ -236,15 +247,29 @@ class StreamingMapCore : public std::enable_shared_from_this<StreamingMapCore<K,
           return StreamingMapCore::expand(x.seq, ref) <= pass_lower_;
         });
       }
+      std::exception_ptr error;
       while (buf.empty() && !cursor.done) {
         const uint64_t ref = core.reference_seq();
+        // The visit must not throw: read_history() has unlinked the cursor's marker and
+        // relinks it after the walk, so an exception escaping it would leave the marker
+        // out of the shard's write-order list (release_history() would then corrupt the
+        // list). A failed copy of a key (or a failed push_back) stops the walk here and is
+        // rethrown once the marker is back in place; the stream then ends.
         core.cache_->read_history(shard, cursor, per_shard_batch_,
-                                  [&](const typename Ext::NodeExtra& x, const K& k, const Value& v) {
+                                  [&](const typename Ext::NodeExtra& x, const K& k, const Value& v) noexcept {
                                     const uint64_t seq = StreamingMapCore::expand(x.seq, ref);
                                     if (seq > pass_upper_) return false;  // written after the cutoff: live
-                                    if (pass_all_ || seq > pass_lower_) buf.push_back(EventT{seq, pass_kind_, k, v});
+                                    if (pass_all_ || seq > pass_lower_) {
+                                      try {
+                                        buf.push_back(EventT{seq, pass_kind_, k, v});
+                                      } catch (...) {
+                                        error = std::current_exception();
+                                        return false;
+                                      }
+                                    }
                                     return true;
                                   });
+        if (error) std::rethrow_exception(error);
       }
     }
 
@@ -370,23 +395,33 @@ class StreamingMapCore : public std::enable_shared_from_this<StreamingMapCore<K,
     }
   }
 
-  /// Under the key's shard lock: claims the next sequence and publishes the event at it.
-  /// The event is built before the claim so that nothing can throw between claim and
-  /// publish (a claimed, unpublished sequence would stall every reader).
-  uint64_t publish_locked(EventKind kind, const K& key, const Value& value) {
-    EventT event{0, kind, key, value};
+  /// An event built ahead of its publication (building copies the key, which may throw),
+  /// with the removal log's copy of the key for a kRemove.
+  struct PreparedEvent {
+    EventT event;
     std::optional<K> logged_key;
-    if (kind == EventKind::kRemove) logged_key.emplace(key);
-    // From here on nothing may throw (moves of K and of the event are assumed noexcept).
+  };
+
+  static PreparedEvent prepare_removal(const K& key) {
+    return PreparedEvent{EventT{0, EventKind::kRemove, key, nullptr}, std::optional<K>(key)};
+  }
+
+  /// Under the key's shard lock: claims the next sequence and publishes the prepared
+  /// event at it. Nothing here may throw (moves of K and of the event are assumed
+  /// noexcept): a claimed, unpublished sequence would stall every reader, and the
+  /// cache's hooks that call this must not throw.
+  uint64_t publish_prepared_locked(PreparedEvent&& prepared) {
     const uint64_t r = ring_.claim();
-    event.seq = options_.initial_seq + r;
-    const uint64_t seq = event.seq;
-    if (logged_key) log_removal(seq, std::move(*logged_key));
-    ring_.publish_claimed(r, std::move(event));
+    prepared.event.seq = options_.initial_seq + r;
+    const uint64_t seq = prepared.event.seq;
+    if (prepared.logged_key) log_removal(seq, std::move(*prepared.logged_key));
+    ring_.publish_claimed(r, std::move(prepared.event));
     return seq;
   }
 
-  void publish_removal_locked(const K& key) { publish_locked(EventKind::kRemove, key, nullptr); }
+  /// A removal the cache decided on (eviction, expiry): the key can only be copied here,
+  /// under the lock. (If that copy throws, the exception escapes the cache's hook.)
+  void publish_removal_locked(const K& key) { publish_prepared_locked(prepare_removal(key)); }
 
   void on_evicted_locked(const K& key, RemovalCause cause) {
     if (options_.publish_expirations && (cause == RemovalCause::kExpired || cause == RemovalCause::kSize)) {
