@@ -123,6 +123,27 @@ TEST(BroadcastCloseDrain, EveryPublishThatReturnedAcrossACloseIsDelivered) {
   }
 }
 
+// Publishes refused after close() must not count as claims: a lagging subscriber jumps to
+// the oldest sequence not claimed to be overwritten, and refused claims (never filled)
+// pushed that past everything still held (found by the fuzzer after the claim-then-check
+// change above).
+TEST(BroadcastCloseDrain, PublishesRefusedAfterCloseDoNotHideWhatALaggingSubscriberCanStillRead) {
+  Broadcast<int> b(BroadcastOptions{.capacity = 4});
+  auto sub = b.subscribe();
+  for (int i = 1; i <= 10; ++i) b.publish(i);  // sub lags: 1..6 are overwritten
+  b.close();
+  for (int i = 0; i < 5; ++i) EXPECT_THROW(b.publish(0), std::logic_error);
+  Received<int> r = sub.try_recv();
+  ASSERT_EQ(r.status, RecvStatus::kLagged);
+  EXPECT_EQ(r.missed, 6u);
+  for (int want = 7; want <= 10; ++want) {
+    r = sub.try_recv();
+    ASSERT_EQ(r.status, RecvStatus::kOk) << "at " << want;
+    EXPECT_EQ(*r.value, want);
+  }
+  EXPECT_EQ(sub.try_recv().status, RecvStatus::kClosed);
+}
+
 // --- kBlock: claims that close() made their producers abandon --------------------------
 
 // close() wakes producers parked for space: those that still do not fit throw and leave

@@ -73,6 +73,10 @@ class BroadcastRing {
   /// A claim that returns is below close()'s cutoff, so subscribers wait for it: a
   /// publish() that returns is delivered, even when it raced with close().
   uint64_t claim(uint64_t n = 1) {
+    // After close(), publishing is refused before claiming, so that claims nobody will
+    // fill do not move the claim counter that lag accounting reads (lag_target()). Only
+    // a claim racing close() can still land above the cutoff (see claimed_for_readers()).
+    if (closed_.load()) throw std::logic_error("Broadcast: publish after close()");
     const uint64_t first = sequencer_.next(n);
     const uint64_t last = first + n - 1;
     // The light side for register_gate() and for close(): our claim, then the loads of
@@ -80,7 +84,7 @@ class BroadcastRing {
     light_barrier();
     // seq_cst: after the claim (a fetch_add, or the owner's plain store ordered by
     // close()'s heavy barrier), so either close() counts this claim in its cutoff or we
-    // see closed_ here. Checked after claiming, not before: checked before, a claim
+    // see closed_ here. Checked again after claiming: checked only before, a claim
     // could land just above the cutoff, and its publish() return a message that no
     // subscriber would ever read.
     if (closed_.load() && first > cutoff()) throw std::logic_error("Broadcast: publish after close()");
@@ -141,7 +145,7 @@ class BroadcastRing {
   uint64_t lag_target(uint64_t seq) const noexcept {
     // The producer that overwrote `seq` claimed before it wrote, so this is at least
     // its sequence (stamps are release stores after the claim); max() covers the rest.
-    const uint64_t claimed_now = sequencer_.claimed();
+    const uint64_t claimed_now = claimed_for_readers();
     const uint64_t oldest = claimed_now >= capacity_ ? claimed_now - capacity_ + 1 : 1;
     return std::max(seq + 1, oldest);
   }
@@ -181,7 +185,7 @@ class BroadcastRing {
     // before our read (and is accounted for below) or sees the lowered cache.
     gate_cache_.store(std::min(gate_cache_.load(), from));
     sequencer_.fence_for_readers();
-    const uint64_t claimed_now = sequencer_.claimed();
+    const uint64_t claimed_now = claimed_for_readers();
     if (claimed_now >= capacity_) from = std::max(from, claimed_now - capacity_ + 1);
     cursor->next.store(from);
     gates_.push_back(cursor);
@@ -261,6 +265,15 @@ class BroadcastRing {
     } notify{this, seq};
     write(slot);
     return true;
+  }
+
+  /// The claims that count for readers: once closed, none above the cutoff, since a claim
+  /// that raced close() and landed above it is refused and never filled (claim()). The
+  /// claims are read first: a refused claim follows the store of closed_ (its claimer
+  /// saw closed_), so a reader that sees the claim then sees closed_.
+  uint64_t claimed_for_readers() const noexcept {
+    const uint64_t claimed_now = sequencer_.claimed();
+    return closed_.load() ? std::min(claimed_now, cutoff()) : claimed_now;
   }
 
   /// The last sequence claimed before close(), once closed_ is set. close() sets closed_
