@@ -63,19 +63,28 @@ struct Empty {};
 ///  - `kWriteOrder`: keep each shard's entries in a list in write order (every write moves
 ///    its entry to the tail), which read_history() walks;
 ///  - `removed_locked(extra, key, value, cause)`: called under the shard lock when
-///    maintenance evicts or expires an entry.
+///    maintenance evicts or expires an entry;
+///  - `kOrderEpochs` (with kWriteOrder): the write hook returns the entry's 64-bit order
+///    key, of which NodeExtra keeps only the low 32 bits; the write-order list then carries
+///    epoch markers holding the high 32 bits (`set_marker_epoch` / `marker_epoch` store
+///    them in a marker's NodeExtra), and history walks hand each entry its epoch, so the
+///    key is exact however long an entry stays unwritten.
 struct NoExtension {
   using NodeExtra = Empty;
   static constexpr bool kWriteOrder = false;
+  static constexpr bool kOrderEpochs = false;
   template <class K, class V>
   void removed_locked(NodeExtra&, const K&, const V&, RemovalCause) {}
 };
 
 /// Where a read_history() walk of one shard stands: a marker node linked into the shard's
 /// write-order list, so writes that move or remove other entries never lose our place.
+/// `epoch`: with Ext::kOrderEpochs, the epoch of the entries right after the marker, once
+/// the walk has passed an epoch marker (a walk from the front meets one before any entry).
 struct HistoryCursor {
   NodeId marker = kNoNode;
   bool done = false;
+  uint32_t epoch = 0;
 };
 inline constexpr size_t kMaxShards = 256;
 
@@ -309,9 +318,10 @@ class CacheCore {
   }
 
   /// Reads up to `max` live entries of shard `shard` in write order, resuming where
-  /// `cursor` stands, under the shard's lock. `visit(extra, key, value)` returns false to
-  /// stop before that entry (the cursor stays in front of it and the walk is done).
-  /// Expired entries are skipped. Sets cursor.done at the end of the list. Requires
+  /// `cursor` stands, under the shard's lock. `visit(extra, epoch, key, value)` returns
+  /// false to stop before that entry (the cursor stays in front of it and the walk is
+  /// done); `epoch` is the high half of the entry's order key with Ext::kOrderEpochs, else
+  /// 0. Expired entries are skipped. Sets cursor.done at the end of the list. Requires
   /// Ext::kWriteOrder. Call release_history() when done with a cursor.
   template <class Visit>
   size_t read_history(size_t shard, HistoryCursor& cursor, size_t max, Visit&& visit) {
@@ -323,13 +333,13 @@ class CacheCore {
     NodeId last;  // the marker goes back right after this node (kNoNode: at the front)
     if (cursor.marker == kNoNode) {
       cursor.marker = allocate_locked(s, static_cast<uint64_t>(shard) << 56);
-      node(cursor.marker).marker = true;
+      node(cursor.marker).marker = MarkerKind::kCursor;
       id = s.order.front();
       last = kNoNode;
     } else {
       id = s.order.next(cursor.marker);
-      last = s.order.prev(cursor.marker);
-      s.order.remove(cursor.marker);
+      unlink_order_locked(s, cursor.marker);  // may free an epoch marker before it: look again
+      last = id != kNoNode ? s.order.prev(id) : s.order.back();
     }
     // The marker goes back when the walk ends, also if `visit` throws: left out of the
     // list, release_history() would unlink it a second time and wipe the list's ends.
@@ -342,8 +352,10 @@ class CacheCore {
     size_t emitted = 0;
     while (id != kNoNode && emitted < max) {
       Node& n = node(id);
-      if (!n.marker && !is_expired(id, now)) {
-        if (!visit(static_cast<const typename Ext::NodeExtra&>(n.extra), static_cast<const K&>(n.key),
+      if (n.marker == MarkerKind::kEpoch) {
+        if constexpr (Ext::kOrderEpochs) cursor.epoch = Ext::marker_epoch(n.extra);
+      } else if (n.marker == MarkerKind::kNone && !is_expired(id, now)) {
+        if (!visit(static_cast<const typename Ext::NodeExtra&>(n.extra), cursor.epoch, static_cast<const K&>(n.key),
                    static_cast<const V&>(n.value))) {
           cursor.done = true;
           break;
@@ -357,9 +369,10 @@ class CacheCore {
     return emitted;
   }
 
-  /// Places a fresh cursor right after the newest entry for which `older(extra)` holds,
-  /// scanning from the tail (markers skipped): with lists sorted by sequence, a walk that
-  /// wants only entries newer than some bound then starts there, in O(newer entries).
+  /// Places a fresh cursor right after the newest entry for which `older(extra, epoch)`
+  /// holds, scanning from the tail (markers skipped): with lists sorted by order key, a
+  /// walk that wants only entries newer than some bound then starts there, in O(newer
+  /// entries) (with epoch markers, at most twice that: see epoch_before_locked()).
   template <class Older>
   void seek_history(size_t shard, HistoryCursor& cursor, Older&& older) {
     static_assert(Ext::kWriteOrder, "seek_history needs an extension that keeps write order");
@@ -367,13 +380,33 @@ class CacheCore {
     WriterLock<SharedMutex> lock(s.mu);
     if (cursor.marker != kNoNode) return;  // only a fresh cursor
     cursor.marker = allocate_locked(s, static_cast<uint64_t>(shard) << 56);
-    node(cursor.marker).marker = true;
+    node(cursor.marker).marker = MarkerKind::kCursor;
+    uint32_t epoch = s.epoch;  // of the entries the scan is among (those after the last marker)
     NodeId id = s.order.back();
-    while (id != kNoNode &&
-           (node(id).marker || !older(static_cast<const typename Ext::NodeExtra&>(node(id).extra)))) {
+    while (id != kNoNode) {
+      const Node& n = node(id);
+      if (n.marker == MarkerKind::kEpoch) {
+        epoch = epoch_before_locked(s, id);
+      } else if (n.marker == MarkerKind::kNone && older(static_cast<const typename Ext::NodeExtra&>(n.extra), epoch)) {
+        break;
+      }
       id = s.order.prev(id);
     }
     s.order.insert_after(id, cursor.marker);
+    cursor.epoch = epoch;  // at the front (id == kNoNode) the walk meets an epoch marker first
+  }
+
+  /// How many epoch markers shard `shard`'s write order holds (Ext::kOrderEpochs): what
+  /// invariant E2 bounds, for tests. O(entries in the shard).
+  size_t epoch_markers(size_t shard) const {
+    static_assert(Ext::kOrderEpochs, "epoch markers exist only with Ext::kOrderEpochs");
+    Shard& s = *shards_[shard];
+    WriterLock<SharedMutex> lock(s.mu);
+    size_t count = 0;
+    for (NodeId id = s.order.front(); id != kNoNode; id = s.order.next(id)) {
+      count += node(id).marker == MarkerKind::kEpoch ? 1 : 0;
+    }
+    return count;
   }
 
   /// Unlinks and frees a cursor's marker. Safe on a cursor never used.
@@ -381,10 +414,8 @@ class CacheCore {
     if (cursor.marker == kNoNode) return;
     Shard& s = *shards_[shard];
     WriterLock<SharedMutex> lock(s.mu);
-    s.order.remove(cursor.marker);
-    node(cursor.marker).marker = false;
-    // The marker never reached a log, a read buffer or the policy: reuse it at once.
-    s.free_locals.push_back(codec_.local_of(cursor.marker));
+    unlink_order_locked(s, cursor.marker);
+    free_marker_locked(s, cursor.marker);
     cursor.marker = kNoNode;
   }
 
@@ -588,6 +619,10 @@ class CacheCore {
   // empty members of one type may not share an address (that would add 8 bytes per node).
   struct NoWriteOrder {};
 
+  // Nodes in a shard's write-order list that are not entries (never alive, never in a log,
+  // a read buffer or the policy): a HistoryCursor's place, or an epoch marker.
+  enum class MarkerKind : uint8_t { kNone, kCursor, kEpoch };
+
   // At least 8-aligned, for the std::atomic<int64_t> timestamps stored before each node;
   // more when the key or value asks for it.
   struct alignas(std::max({alignof(std::atomic<int64_t>), alignof(K), alignof(V)})) Node {
@@ -602,8 +637,8 @@ class CacheCore {
     // The two flags live in the policy hook's tail padding (see TinyLfuHook): with 8-byte
     // keys and values a node is 48 bytes, plus the timestamps the configuration uses.
     [[no_unique_address]] TinyLfuHook policy;  // maintenance-owned
-    bool alive = false;    // shard-owned
-    bool marker = false;   // shard-owned: a HistoryCursor's place holder, never alive
+    bool alive = false;                     // shard-owned
+    MarkerKind marker = MarkerKind::kNone;  // shard-owned: a write-order list node that is no entry
     // The read epoch in which maintenance last applied a read of this entry (0: never).
     // Written by maintenance, read by readers (see applied_this_epoch()).
     std::atomic<uint8_t> read_epoch{0};
@@ -678,6 +713,11 @@ class CacheCore {
     std::vector<WriteEvent> log ABSL_GUARDED_BY(mu);
     absl::flat_hash_map<K, std::array<std::shared_ptr<Flight>, 3>, Hash, Eq> loading ABSL_GUARDED_BY(mu);
     IntrusiveList<OrderHookOf> order ABSL_GUARDED_BY(mu);  // write order (Ext::kWriteOrder only)
+    // Ext::kOrderEpochs only: the last epoch marker in `order`, and one allocated ahead so
+    // that placing a written entry in its epoch cannot fail after the write (see write()).
+    NodeId epoch_marker ABSL_GUARDED_BY(mu) = kNoNode;
+    uint32_t epoch ABSL_GUARDED_BY(mu) = 0;  // epoch_marker's, so that writes need not touch it
+    NodeId spare_marker ABSL_GUARDED_BY(mu) = kNoNode;
   };
 
   struct Notification {
@@ -878,6 +918,10 @@ class CacheCore {
     const bool too_heavy = weight > config_.max_weight || config_.max_weight == 0;
     WriterLock<SharedMutex> lock(s.mu);
     units = 0;
+    if constexpr (Ext::kOrderEpochs) {
+      // Before anything changes: this may throw, placing the entry afterwards must not.
+      if (s.spare_marker == kNoNode) s.spare_marker = allocate_locked(s, h);
+    }
     auto it = s.map.find(key, h);
     if (it != s.map.end()) {
       const NodeId id = it->id;
@@ -905,8 +949,14 @@ class CacheCore {
         }
         stats_->add(expired ? kEvictionsExpired : kReplacements);
         stamp_write(id, now, custom);
-        if constexpr (Ext::kWriteOrder) s.order.move_to_back(id);
-        on_write(n.extra, static_cast<const K&>(n.key), static_cast<const V&>(n.value));
+        if constexpr (Ext::kOrderEpochs) {
+          unlink_order_locked(s, id);
+          s.order.push_back(id);
+          place_in_epoch_locked(s, id, on_write(n.extra, static_cast<const K&>(n.key), static_cast<const V&>(n.value)));
+        } else {
+          if constexpr (Ext::kWriteOrder) s.order.move_to_back(id);
+          on_write(n.extra, static_cast<const K&>(n.key), static_cast<const V&>(n.value));
+        }
         s.log.push_back(WriteEvent{id, weight, static_cast<uint32_t>(h), EventKind::kUpdate});
         mark_dirty(id);
         units = pending_units(EventKind::kUpdate);
@@ -937,7 +987,11 @@ class CacheCore {
         throw;
       }
       if constexpr (Ext::kWriteOrder) s.order.push_back(id);
-      on_write(n.extra, static_cast<const K&>(n.key), static_cast<const V&>(n.value));
+      if constexpr (Ext::kOrderEpochs) {
+        place_in_epoch_locked(s, id, on_write(n.extra, static_cast<const K&>(n.key), static_cast<const V&>(n.value)));
+      } else {
+        on_write(n.extra, static_cast<const K&>(n.key), static_cast<const V&>(n.value));
+      }
       s.log.push_back(WriteEvent{id, weight, static_cast<uint32_t>(h), EventKind::kAdd});
       mark_dirty(id);
       units = pending_units(EventKind::kAdd);
@@ -981,7 +1035,7 @@ class CacheCore {
         // No value left in the node: take the entry out as retire_locked() does; the old
         // value's notification is already in `out`.
         s.map.erase(it);
-        if constexpr (Ext::kWriteOrder) s.order.remove(id);
+        if constexpr (Ext::kWriteOrder) unlink_order_locked(s, id);
         count_removal(cause);
         n.alive = false;
         n.key.~K();
@@ -1013,12 +1067,88 @@ class CacheCore {
     return codec_.make(shard, local);
   }
 
+  // ---- Write order and its epoch markers -------------------------------------------------
+  //
+  // With Ext::kOrderEpochs, entries keep only the low 32 bits of their order key and the
+  // list carries the high bits in epoch markers. Invariants (under the shard lock):
+  //  E1. Every entry in `order` has an epoch marker before it, and the nearest one holds
+  //      the high 32 bits of the entry's order key. (Keys grow along the list: a write
+  //      moves its entry to the tail with a key above every other in the shard.)
+  //  E2. No epoch marker is directly followed by another: one whose entries are all gone
+  //      is freed when the two meet, so the markers a shard holds are about one per epoch
+  //      its entries span, plus at most one per cursor marker that sat between two.
+  //  E3. `epoch_marker` is the last epoch marker in the list (kNoNode: none yet), and
+  //      `epoch` its epoch.
+
+  /// Unlinks `id` (an entry or a cursor marker) from the shard's write order, freeing an
+  /// epoch marker that this leaves directly in front of another (E2).
+  void unlink_order_locked(Shard& s, NodeId id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu) {
+    const NodeId before = s.order.prev(id);
+    const NodeId after = s.order.next(id);
+    s.order.remove(id);
+    if constexpr (Ext::kOrderEpochs) {
+      if (before != kNoNode && after != kNoNode && node(before).marker == MarkerKind::kEpoch &&
+          node(after).marker == MarkerKind::kEpoch) {
+        s.order.remove(before);  // never `epoch_marker` (E3): another one follows it
+        free_marker_locked(s, before);
+      }
+    }
+  }
+
+  /// Returns a marker that is out of the list for reuse: it never reached a log, a read
+  /// buffer or the policy, so its id is free at once. Cannot fail (callers are removing
+  /// entries): if the free list cannot grow, the record stays unused.
+  void free_marker_locked(Shard& s, NodeId id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu) {
+    node(id).marker = MarkerKind::kNone;
+    if constexpr (Ext::kOrderEpochs) {
+      if (s.spare_marker == kNoNode) {
+        s.spare_marker = id;
+        return;
+      }
+    }
+    try {
+      s.free_locals.push_back(codec_.local_of(id));
+    } catch (...) {  // std::bad_alloc: one record unused until the cache goes
+    }
+  }
+
+  /// Keeps E1 for entry `id`, just written and now at the tail, whose order key is `key`.
+  /// Cannot fail: a new marker is the one write() allocated ahead.
+  void place_in_epoch_locked(Shard& s, NodeId id, uint64_t key) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu) {
+    const auto epoch = static_cast<uint32_t>(key >> 32);
+    if (s.epoch_marker != kNoNode && s.epoch == epoch) return;
+    s.epoch = epoch;
+    const NodeId before = s.order.prev(id);
+    if (before != kNoNode && before == s.epoch_marker) {
+      // The last epoch has no entry left, and no cursor stands after its marker (it would
+      // be between the two): the marker can change epochs.
+      Ext::set_marker_epoch(node(before).extra, epoch);
+      return;
+    }
+    const NodeId m = std::exchange(s.spare_marker, kNoNode);
+    node(m).marker = MarkerKind::kEpoch;
+    Ext::set_marker_epoch(node(m).extra, epoch);
+    s.order.insert_after(before, m);
+    s.epoch_marker = m;
+  }
+
+  /// The epoch of the entries in front of epoch marker `m`: that of the epoch marker before
+  /// them (0 if there is none, and then no entry either, by E1). O(entries in between).
+  uint32_t epoch_before_locked(const Shard& s, NodeId m) const ABSL_SHARED_LOCKS_REQUIRED(s.mu) {
+    if constexpr (Ext::kOrderEpochs) {
+      for (NodeId id = s.order.prev(m); id != kNoNode; id = s.order.prev(id)) {
+        if (node(id).marker == MarkerKind::kEpoch) return Ext::marker_epoch(node(id).extra);
+      }
+    }
+    return 0;
+  }
+
   /// Takes a node out of service after the caller erased it from the map: counts it,
   /// hands its key and value to the listener, destroys them, and logs the removal so
   /// maintenance unlinks and frees the node (invariant 2).
   void retire_locked(Shard& s, NodeId id, Node& n, RemovalCause cause, Notifications& out)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu) {
-    if constexpr (Ext::kWriteOrder) s.order.remove(id);
+    if constexpr (Ext::kWriteOrder) unlink_order_locked(s, id);
     count_removal(cause);
     notify(out, std::move(n.key), std::move(n.value), cause);
     destroy_entry(n);
@@ -1335,7 +1465,7 @@ class CacheCore {
   /// logged event (invariant 2).
   void evict_locked(Shard& s, NodeId id, Node& n, RemovalCause cause, Notifications& out)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(maintenance_mu_, s.mu) {
-    if constexpr (Ext::kWriteOrder) s.order.remove(id);
+    if constexpr (Ext::kWriteOrder) unlink_order_locked(s, id);
     ext_.removed_locked(n.extra, static_cast<const K&>(n.key), static_cast<const V&>(n.value), cause);
     count_removal(cause);
     notify(out, std::move(n.key), std::move(n.value), cause);

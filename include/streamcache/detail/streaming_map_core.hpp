@@ -53,6 +53,11 @@ class StreamingMapCore : public std::enable_shared_from_this<StreamingMapCore<K,
       Timestamp seq{};
     };
     static constexpr bool kWriteOrder = true;
+    // Compact timestamps keep the low 32 bits; the high ones live in the cache's epoch
+    // markers, so a sequence is exact however long its entry stays unwritten.
+    static constexpr bool kOrderEpochs = std::is_same_v<Timestamp, uint32_t>;
+    static void set_marker_epoch(NodeExtra& x, uint32_t epoch) { x.seq = static_cast<Timestamp>(epoch); }
+    static uint32_t marker_epoch(const NodeExtra& x) { return static_cast<uint32_t>(x.seq); }
     StreamingMapCore* core = nullptr;
     void removed_locked(NodeExtra&, const K& key, const Value&, RemovalCause cause) {
       core->on_evicted_locked(key, cause);
@@ -78,6 +83,7 @@ class StreamingMapCore : public std::enable_shared_from_this<StreamingMapCore<K,
                         [&](typename Ext::NodeExtra& x, const K&, const Value&) {
                           seq = publish_prepared_locked(std::move(event));
                           x.seq = static_cast<Timestamp>(seq);
+                          return seq;  // the order key (its high half goes to an epoch marker)
                         });
     return seq;
   }
@@ -242,22 +248,21 @@ class StreamingMapCore : public std::enable_shared_from_this<StreamingMapCore<K,
       HistoryCursor& cursor = cursors_[shard];
       if (!pass_all_ && cursor.marker == kNoNode) {
         // A recovery wants only entries newer than pass_lower_: start past the older ones.
-        const uint64_t ref = core.reference_seq();
-        core.cache_->seek_history(shard, cursor, [&](const typename Ext::NodeExtra& x) {
-          return StreamingMapCore::expand(x.seq, ref) <= pass_lower_;
+        core.cache_->seek_history(shard, cursor, [&](const typename Ext::NodeExtra& x, uint32_t epoch) {
+          return StreamingMapCore::expand(x.seq, epoch) <= pass_lower_;
         });
       }
       std::exception_ptr error;
       while (buf.empty() && !cursor.done) {
-        const uint64_t ref = core.reference_seq();
         // The visit must not throw: read_history() has unlinked the cursor's marker and
         // relinks it after the walk, so an exception escaping it would leave the marker
         // out of the shard's write-order list (release_history() would then corrupt the
         // list). A failed copy of a key (or a failed push_back) stops the walk here and is
         // rethrown once the marker is back in place; the stream then ends.
         core.cache_->read_history(shard, cursor, per_shard_batch_,
-                                  [&](const typename Ext::NodeExtra& x, const K& k, const Value& v) noexcept {
-                                    const uint64_t seq = StreamingMapCore::expand(x.seq, ref);
+                                  [&](const typename Ext::NodeExtra& x, uint32_t epoch, const K& k,
+                                      const Value& v) noexcept {
+                                    const uint64_t seq = StreamingMapCore::expand(x.seq, epoch);
                                     if (seq > pass_upper_) return false;  // written after the cutoff: live
                                     if (pass_all_ || seq > pass_lower_) {
                                       try {
@@ -463,19 +468,13 @@ class StreamingMapCore : public std::enable_shared_from_this<StreamingMapCore<K,
 
   // ---- Compact timestamps --------------------------------------------------------------
 
-  /// A sequence every stored one is near: stored sequences are at most the claimed ones,
-  /// which run ahead of the published cursor only by the writes in flight.
-  uint64_t reference_seq() const { return last_seq(); }
-
-  /// The 64-bit sequence a stored timestamp stands for: the one nearest `ref` (within
-  /// +-2^31 for 32-bit timestamps). Limit: an entry not rewritten for 2^31 mutations
-  /// would be misread; the docs say so.
-  static uint64_t expand(Timestamp stored, uint64_t ref) {
+  /// The 64-bit sequence a stored timestamp stands for, given the high half the history
+  /// walk found in the entry's epoch marker (Ext::kOrderEpochs).
+  static uint64_t expand(Timestamp stored, uint32_t epoch) {
     if constexpr (std::is_same_v<Timestamp, uint64_t>) {
       return stored;
     } else {
-      const auto delta = static_cast<int32_t>(stored - static_cast<uint32_t>(ref));
-      return ref + static_cast<uint64_t>(static_cast<int64_t>(delta));
+      return (static_cast<uint64_t>(epoch) << 32) | stored;
     }
   }
 
