@@ -9,6 +9,7 @@
 #include <map>
 #include <random>
 #include <stop_token>
+#include <type_traits>
 #include <thread>
 #include <vector>
 
@@ -31,7 +32,8 @@ struct Outcome {
   std::vector<std::string> violations;
 };
 
-Outcome consume(StreamingMap<int, int>& map, std::stop_token stop, unsigned seed) {
+template <class Map>
+Outcome consume(Map& map, std::stop_token stop, unsigned seed) {
   std::mt19937 rng(seed);
   std::this_thread::sleep_for(std::chrono::microseconds(rng() % 20'000));  // join at a random moment
   Outcome out;
@@ -84,12 +86,16 @@ Outcome consume(StreamingMap<int, int>& map, std::stop_token stop, unsigned seed
   return out;
 }
 
+// Timestamp uint32_t: compact timestamps, starting 10'000 mutations below 2^32 so that the
+// epoch changes while writers, history walks and lag recoveries run.
+template <class Timestamp = uint64_t>
 void run_exactness(size_t ring_capacity, bool expect_lag) {
   StreamingMapOptions options;
   options.ring_capacity = ring_capacity;
   options.mark_snapshot_end = true;
   options.snapshot_batch = 64;
-  StreamingMap<int, int> map(options);
+  if constexpr (std::is_same_v<Timestamp, uint32_t>) options.initial_seq = (uint64_t{1} << 32) - 10'000;
+  StreamingMap<int, int, Timestamp> map(options);
   for (int k = 0; k < kKeys; k += 2) map.insert(k, -k);  // some history for early joiners
 
   std::stop_source stop;
@@ -116,6 +122,9 @@ void run_exactness(size_t ring_capacity, bool expect_lag) {
   }
   for (auto& w : writers) w.join();
   map.insert(kSentinel, 0);
+  if constexpr (std::is_same_v<Timestamp, uint32_t>) {
+    EXPECT_GT(map.last_seq(), uint64_t{1} << 32) << "the run did not reach the next epoch";
+  }
 
   // Subscribers finish when they see the sentinel; a hung stream fails the test instead.
   std::thread watchdog([&] {
@@ -147,6 +156,14 @@ void run_exactness(size_t ring_capacity, bool expect_lag) {
 TEST(StreamingMapStress, SubscribersReconstructTheMapExactly) { run_exactness(1 << 16, /*expect_lag=*/false); }
 
 TEST(StreamingMapStress, LaggingSubscribersResyncToTheMapExactly) { run_exactness(16, /*expect_lag=*/true); }
+
+TEST(StreamingMapStress, CompactTimestampsAcrossAnEpochReconstructTheMapExactly) {
+  run_exactness<uint32_t>(1 << 16, /*expect_lag=*/false);
+}
+
+TEST(StreamingMapStress, CompactTimestampsAcrossAnEpochResyncLaggingSubscribersExactly) {
+  run_exactness<uint32_t>(16, /*expect_lag=*/true);
+}
 
 }  // namespace
 }  // namespace streamcache
