@@ -58,6 +58,11 @@ class Model {
     });
     current_[key] = order;
   }
+  /// Writes keys [0, count), each `step` after the one before; returns the next order key.
+  uint64_t write_keys(int count, uint64_t order, uint64_t step) {
+    for (int key = 0; key < count; ++key, order += step) write(key, order);
+    return order;
+  }
   void remove(int key) {
     core_.remove(key);
     current_.erase(key);
@@ -107,11 +112,7 @@ size_t total_epoch_markers(const Core& core) {
 TEST(WriteOrderEpochs, HistoryReadsOrderKeysExactlyWhenNeighboursAreEpochsApart) {
   Core core(config(4));
   Model model(core);
-  uint64_t order = 5;
-  for (int key = 0; key < 200; ++key) {
-    model.write(key, order);
-    order += 3 * kEpoch + static_cast<uint64_t>(key);  // neighbours far beyond +-2^31
-  }
+  uint64_t order = model.write_keys(200, 5, 3 * kEpoch + 7);  // neighbours far beyond +-2^31
   for (int key = 0; key < 200; key += 3) {  // rewrites move entries to later epochs
     model.write(key, order);
     order += kEpoch / 2;
@@ -136,18 +137,11 @@ TEST(WriteOrderEpochs, AnEntryUnwrittenForManyEpochsKeepsItsKey) {
 TEST(WriteOrderEpochs, EpochMarkersGoWithTheirLastEntry) {
   Core core(config(2));
   Model model(core);
-  uint64_t order = 1;
-  for (int key = 0; key < 300; ++key) {
-    model.write(key, order);
-    order += kEpoch;
-  }
+  uint64_t order = model.write_keys(300, 1, kEpoch);
   EXPECT_EQ(total_epoch_markers(core), 300u);
   for (int key = 0; key < 300; ++key) model.remove(key);
   EXPECT_LE(total_epoch_markers(core), core.shard_count());  // each shard keeps its last one
-  for (int key = 0; key < 300; ++key) {  // and reuses it
-    model.write(key, order);
-    order += kEpoch;
-  }
+  model.write_keys(300, order, kEpoch);  // and reuses it
   EXPECT_EQ(total_epoch_markers(core), 300u);
   EXPECT_EQ(whole_history(core), model.current());
 }
