@@ -79,8 +79,9 @@ struct NoExtension {
 
 /// Where a read_history() walk of one shard stands: a marker node linked into the shard's
 /// write-order list, so writes that move or remove other entries never lose our place.
-/// `epoch`: with Ext::kOrderEpochs, the epoch of the entries right after the marker, once
-/// the walk has passed an epoch marker (a walk from the front meets one before any entry).
+/// `epoch`: with Ext::kOrderEpochs, the epoch of any entry between the marker and the next
+/// epoch marker, once the walk has passed one (a walk from the front meets an epoch marker
+/// before any entry; new entries only go to the tail, behind the last marker).
 struct HistoryCursor {
   NodeId marker = kNoNode;
   bool done = false;
@@ -372,7 +373,7 @@ class CacheCore {
   /// Places a fresh cursor right after the newest entry for which `older(extra, epoch)`
   /// holds, scanning from the tail (markers skipped): with lists sorted by order key, a
   /// walk that wants only entries newer than some bound then starts there, in O(newer
-  /// entries) (with epoch markers, at most twice that: see epoch_before_locked()).
+  /// entries).
   template <class Older>
   void seek_history(size_t shard, HistoryCursor& cursor, Older&& older) {
     static_assert(Ext::kWriteOrder, "seek_history needs an extension that keeps write order");
@@ -382,11 +383,15 @@ class CacheCore {
     cursor.marker = allocate_locked(s, static_cast<uint64_t>(shard) << 56);
     node(cursor.marker).marker = MarkerKind::kCursor;
     uint32_t epoch = s.epoch;  // of the entries the scan is among (those after the last marker)
+    size_t markers_ahead = s.epoch_markers.size();  // epoch markers before the scan's place
     NodeId id = s.order.back();
     while (id != kNoNode) {
       const Node& n = node(id);
       if (n.marker == MarkerKind::kEpoch) {
-        epoch = epoch_before_locked(s, id);
+        if constexpr (Ext::kOrderEpochs) {  // crossing epoch_markers[markers_ahead - 1] backwards
+          --markers_ahead;
+          epoch = markers_ahead == 0 ? 0 : Ext::marker_epoch(node(s.epoch_markers[markers_ahead - 1]).extra);
+        }
       } else if (n.marker == MarkerKind::kNone && older(static_cast<const typename Ext::NodeExtra&>(n.extra), epoch)) {
         break;
       }
@@ -397,16 +402,19 @@ class CacheCore {
   }
 
   /// How many epoch markers shard `shard`'s write order holds (Ext::kOrderEpochs): what
-  /// invariant E2 bounds, for tests. O(entries in the shard).
+  /// invariant E2 bounds, for tests. Walks the list, and returns SIZE_MAX if the markers
+  /// met are not those E3's index lists. O(entries in the shard).
   size_t epoch_markers(size_t shard) const {
     static_assert(Ext::kOrderEpochs, "epoch markers exist only with Ext::kOrderEpochs");
     Shard& s = *shards_[shard];
     WriterLock<SharedMutex> lock(s.mu);
     size_t count = 0;
     for (NodeId id = s.order.front(); id != kNoNode; id = s.order.next(id)) {
-      count += node(id).marker == MarkerKind::kEpoch ? 1 : 0;
+      if (node(id).marker != MarkerKind::kEpoch) continue;
+      if (count >= s.epoch_markers.size() || s.epoch_markers[count] != id) return SIZE_MAX;
+      ++count;
     }
-    return count;
+    return count == s.epoch_markers.size() ? count : SIZE_MAX;
   }
 
   /// Unlinks and frees a cursor's marker. Safe on a cursor never used.
@@ -713,10 +721,11 @@ class CacheCore {
     std::vector<WriteEvent> log ABSL_GUARDED_BY(mu);
     absl::flat_hash_map<K, std::array<std::shared_ptr<Flight>, 3>, Hash, Eq> loading ABSL_GUARDED_BY(mu);
     IntrusiveList<OrderHookOf> order ABSL_GUARDED_BY(mu);  // write order (Ext::kWriteOrder only)
-    // Ext::kOrderEpochs only: the last epoch marker in `order`, and one allocated ahead so
-    // that placing a written entry in its epoch cannot fail after the write (see write()).
-    NodeId epoch_marker ABSL_GUARDED_BY(mu) = kNoNode;
-    uint32_t epoch ABSL_GUARDED_BY(mu) = 0;  // epoch_marker's, so that writes need not touch it
+    // Ext::kOrderEpochs only (see "Write order and its epoch markers"): the epoch markers
+    // in list order, the last one's epoch (so that writes need not touch it), and a marker
+    // allocated ahead so that placing a written entry in its epoch cannot fail.
+    std::vector<NodeId> epoch_markers ABSL_GUARDED_BY(mu);
+    uint32_t epoch ABSL_GUARDED_BY(mu) = 0;
     NodeId spare_marker ABSL_GUARDED_BY(mu) = kNoNode;
   };
 
@@ -912,6 +921,10 @@ class CacheCore {
   /// removed_locked(..., kSize)); it must not throw.
   template <class OnWrite = NoWriteHook>
   void write(K key, V value, uint64_t h, Notifications& out, int64_t& units, OnWrite&& on_write = {}) {
+    static_assert(!Ext::kOrderEpochs ||
+                      std::is_convertible_v<std::invoke_result_t<OnWrite&, typename Ext::NodeExtra&, const K&, const V&>,
+                                            uint64_t>,
+                  "with Ext::kOrderEpochs, write through insert_with() with a hook returning the entry's order key");
     const uint32_t weight = weigh(key, value);  // user code: outside the lock
     const int64_t now = expires_ ? now_ns() : 0;
     Shard& s = shard_for(h);
@@ -919,8 +932,9 @@ class CacheCore {
     WriterLock<SharedMutex> lock(s.mu);
     units = 0;
     if constexpr (Ext::kOrderEpochs) {
-      // Before anything changes: this may throw, placing the entry afterwards must not.
+      // Before anything changes: these may throw, placing the entry afterwards must not.
       if (s.spare_marker == kNoNode) s.spare_marker = allocate_locked(s, h);
+      if (s.epoch_markers.size() == s.epoch_markers.capacity()) s.epoch_markers.reserve(2 * s.epoch_markers.size() + 2);
     }
     auto it = s.map.find(key, h);
     if (it != s.map.end()) {
@@ -1077,8 +1091,9 @@ class CacheCore {
   //  E2. No epoch marker is directly followed by another: one whose entries are all gone
   //      is freed when the two meet, so the markers a shard holds are about one per epoch
   //      its entries span, plus at most one per cursor marker that sat between two.
-  //  E3. `epoch_marker` is the last epoch marker in the list (kNoNode: none yet), and
-  //      `epoch` its epoch.
+  //  E3. `epoch_markers` holds the ids of the list's epoch markers in list order, `epoch`
+  //      the last one's epoch, and `spare_marker` a free record (or kNoNode). A write
+  //      reserves room for one more marker in both before it changes anything.
 
   /// Unlinks `id` (an entry or a cursor marker) from the shard's write order, freeing an
   /// epoch marker that this leaves directly in front of another (E2).
@@ -1089,7 +1104,8 @@ class CacheCore {
     if constexpr (Ext::kOrderEpochs) {
       if (before != kNoNode && after != kNoNode && node(before).marker == MarkerKind::kEpoch &&
           node(after).marker == MarkerKind::kEpoch) {
-        s.order.remove(before);  // never `epoch_marker` (E3): another one follows it
+        s.order.remove(before);  // never the last marker: another one follows it
+        s.epoch_markers.erase(std::find(s.epoch_markers.begin(), s.epoch_markers.end(), before));  // few (E2)
         free_marker_locked(s, before);
       }
     }
@@ -1116,10 +1132,10 @@ class CacheCore {
   /// Cannot fail: a new marker is the one write() allocated ahead.
   void place_in_epoch_locked(Shard& s, NodeId id, uint64_t key) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu) {
     const auto epoch = static_cast<uint32_t>(key >> 32);
-    if (s.epoch_marker != kNoNode && s.epoch == epoch) return;
+    if (!s.epoch_markers.empty() && s.epoch == epoch) return;
     s.epoch = epoch;
     const NodeId before = s.order.prev(id);
-    if (before != kNoNode && before == s.epoch_marker) {
+    if (before != kNoNode && !s.epoch_markers.empty() && before == s.epoch_markers.back()) {
       // The last epoch has no entry left, and no cursor stands after its marker (it would
       // be between the two): the marker can change epochs.
       Ext::set_marker_epoch(node(before).extra, epoch);
@@ -1129,18 +1145,7 @@ class CacheCore {
     node(m).marker = MarkerKind::kEpoch;
     Ext::set_marker_epoch(node(m).extra, epoch);
     s.order.insert_after(before, m);
-    s.epoch_marker = m;
-  }
-
-  /// The epoch of the entries in front of epoch marker `m`: that of the epoch marker before
-  /// them (0 if there is none, and then no entry either, by E1). O(entries in between).
-  uint32_t epoch_before_locked(const Shard& s, NodeId m) const ABSL_SHARED_LOCKS_REQUIRED(s.mu) {
-    if constexpr (Ext::kOrderEpochs) {
-      for (NodeId id = s.order.prev(m); id != kNoNode; id = s.order.prev(id)) {
-        if (node(id).marker == MarkerKind::kEpoch) return Ext::marker_epoch(node(id).extra);
-      }
-    }
-    return 0;
+    s.epoch_markers.push_back(m);  // room reserved by write(): cannot throw
   }
 
   /// Takes a node out of service after the caller erased it from the map: counts it,
