@@ -535,5 +535,92 @@ TEST(StreamingMap, HistoryKeyCopyThatThrowsEndsOnlyThatStream) {
   EXPECT_EQ(rebuild(map, 100), expected);
 }
 
+// An expiry (or size eviction) that maintenance publishes copies the key under the shard
+// lock, after the entry is gone from the map. If that copy throws, the removal cannot be
+// published with its key: maintenance must still complete, and every live stream must
+// learn that it missed something (a relist under kResync, LaggedError under kError)
+// instead of keeping the expired key for good.
+// Key 1 is in the map and a stream has delivered its history (kSnapshot, kSnapshotEnd).
+struct LostRemovalFixture {
+  using Map = StreamingMap<FragileKey, int>;
+  explicit LostRemovalFixture(LagPolicy lag) : map(options(lag)) {
+    map.insert(FragileKey(1), 1);
+    gen = map.stream();
+    it = gen.begin();
+    EXPECT_EQ(it->kind, EventKind::kSnapshot);
+    ++it;
+    EXPECT_EQ(it->kind, EventKind::kSnapshotEnd);
+  }
+  StreamingMapOptions options(LagPolicy lag) const {
+    StreamingMapOptions o;
+    o.time_to_live = seconds(10);
+    o.clock = clock;
+    o.publish_expirations = true;
+    o.mark_snapshot_end = true;
+    o.lag = lag;
+    return o;
+  }
+  Disarm disarm;
+  std::shared_ptr<ManualClock> clock = std::make_shared<ManualClock>();
+  Map map;
+  Generator<Map::EventType> gen;
+  decltype(gen.begin()) it;
+};
+
+TEST(StreamingMap, ExpiryWhoseKeyCopyThrowsMakesLiveStreamsRelistInsteadOfKeepingTheKey) {
+  LostRemovalFixture f(LagPolicy::kResync);
+  auto& map = f.map;
+  auto& it = f.it;
+  f.clock->advance(seconds(5));
+  map.insert(FragileKey(2), 2);
+  f.clock->advance(seconds(6));  // key 1 has expired, key 2 has not
+  FragileKey::copies_left = 0;
+  EXPECT_NO_THROW(map.run_pending_tasks());
+  FragileKey::copies_left = -1;
+  EXPECT_EQ(map.get(FragileKey(1)), nullptr);
+  map.insert(FragileKey(3), 3);
+  map.insert(FragileKey(99), 0);  // the last event: the consumer has caught up when it sees it
+
+  std::map<int, int> state{{1, 1}};
+  bool reset = false;
+  for (++it; it != f.gen.end(); ++it) {
+    if (it->kind == EventKind::kReset) {
+      reset = true;
+      state.clear();
+    } else if (it->kind == EventKind::kRemove) {
+      state.erase(it->key.v);
+    } else if (it->kind != EventKind::kSnapshotEnd) {
+      state[it->key.v] = *it->value;
+    }
+    if (it->key.v == 99) break;
+  }
+  EXPECT_TRUE(reset) << "the stream did not relist after the removal it could not be told";
+  state.erase(99);
+  EXPECT_EQ(state, (std::map<int, int>{{2, 2}, {3, 3}}));
+  EXPECT_EQ(rebuild(map, 3), (std::map<int, int>{{2, 2}, {3, 3}, {99, 0}}));  // later streams too
+}
+
+TEST(StreamingMap, ExpiryWhoseKeyCopyThrowsIsReportedAsLagUnderKError) {
+  LostRemovalFixture f(LagPolicy::kError);
+  auto& map = f.map;
+  auto& it = f.it;
+  map.insert(FragileKey(2), 2);
+  f.clock->advance(seconds(11));  // both expired
+  FragileKey::copies_left = 2;    // the first expiry's two copies (event, removal log) succeed
+  EXPECT_NO_THROW(map.run_pending_tasks());
+  FragileKey::copies_left = -1;
+  EXPECT_EQ(map.get(FragileKey(1)), nullptr);
+  EXPECT_EQ(map.get(FragileKey(2)), nullptr);
+  map.insert(FragileKey(3), 3);
+  ++it;
+  ASSERT_EQ(it->kind, EventKind::kUpsert);  // key 2, written before the expiries
+  try {
+    for (int i = 0; i < 4; ++i) ++it;
+    FAIL() << "expected LaggedError";
+  } catch (const LaggedError& e) {
+    EXPECT_EQ(e.last_delivered_seq(), 3u);  // the expiry published at 3; the lost one took 4
+  }
+}
+
 }  // namespace
 }  // namespace streamcache

@@ -297,23 +297,32 @@ class StreamingMapCore : public std::enable_shared_from_this<StreamingMapCore<K,
 
     bool receive_live(std::vector<EventT>& out, size_t max, const std::stop_token& stop) {
       for (;;) {
-        live_.clear();
-        const size_t n = sub_.recv_batch(live_, max, stop);
-        if (n == 0) return false;  // closed (the map is gone) or stopped
-        if (live_.front().seq != next_live_) {
-          recover();  // throws LaggedError under kError
-          if (pass_active_) {
-            while (pass_active_) {
-              if (!fill_from_pass(out, max)) return false;
-              if (!out.empty()) return true;
+        if (!recover_pending_) {
+          live_.clear();
+          const size_t n = sub_.recv_batch(live_, max, stop);
+          if (n == 0) return false;  // closed (the map is gone) or stopped
+          if (live_.front().seq != next_live_) {
+            recover_pending_ = true;  // lagged
+          } else {
+            // Deliver up to a lost-removal marker (publish_lost_removal_locked()), if any;
+            // from there on, recover as from a lag at its sequence.
+            const auto lost = std::find_if(live_.begin(), live_.end(),
+                                           [](const EventT& e) { return e.kind == EventKind::kReset; });
+            recover_pending_ = lost != live_.end();
+            if (lost != live_.begin()) {
+              next_live_ = std::prev(lost)->seq + 1;
+              force_recovery_ = false;
+              for (auto e = live_.begin(); e != lost; ++e) out.push_back(std::move(*e));
+              return true;
             }
           }
-          continue;
         }
-        next_live_ = live_.back().seq + 1;
-        force_recovery_ = false;
-        for (EventT& e : live_) out.push_back(std::move(e));
-        return true;
+        recover_pending_ = false;
+        recover();  // from next_live_ - 1, delivered last; throws LaggedError under kError
+        while (pass_active_) {
+          if (!fill_from_pass(out, max)) return false;
+          if (!out.empty()) return true;
+        }
       }
     }
 
@@ -352,6 +361,7 @@ class StreamingMapCore : public std::enable_shared_from_this<StreamingMapCore<K,
     bool force_recovery_ = false;
     bool end_marker_pending_ = false;
     bool reset_pending_ = false;
+    bool recover_pending_ = false;  // lagged, or a lost-removal marker follows what was delivered
 
     bool pass_active_ = false;
     bool pass_all_ = true;
@@ -424,14 +434,34 @@ class StreamingMapCore : public std::enable_shared_from_this<StreamingMapCore<K,
     return seq;
   }
 
-  /// A removal the cache decided on (eviction, expiry): the key can only be copied here,
-  /// under the lock. (If that copy throws, the exception escapes the cache's hook.)
-  void publish_removal_locked(const K& key) { publish_prepared_locked(prepare_removal(key)); }
-
+  /// A removal the cache decided on (eviction, expiry), called by maintenance under the
+  /// shard lock once the entry has left the map: the key can only be copied here. If that
+  /// copy throws, the removal cannot be told and maintenance must not fail half-way: a
+  /// lost-removal marker takes the sequence instead (see receive_live()).
   void on_evicted_locked(const K& key, RemovalCause cause) {
-    if (options_.publish_expirations && (cause == RemovalCause::kExpired || cause == RemovalCause::kSize)) {
-      publish_removal_locked(key);
+    if (!options_.publish_expirations || (cause != RemovalCause::kExpired && cause != RemovalCause::kSize)) return;
+    std::optional<PreparedEvent> event;
+    try {
+      event.emplace(prepare_removal(key));
+    } catch (...) {
+      publish_lost_removal_locked();
+      return;
     }
+    publish_prepared_locked(std::move(*event));
+  }
+
+  /// In the ring, kReset marks a removal published without its key (no writer publishes a
+  /// kReset otherwise): a live stream that reads one recovers from the sequence before it.
+  /// The removal log stops covering anything older, so that recovery relists the whole
+  /// state (kReset, then kResync) rather than replaying removals that would miss this one.
+  void publish_lost_removal_locked() {
+    const uint64_t r = ring_.claim();
+    const uint64_t seq = options_.initial_seq + r;
+    {
+      WriterLock<Mutex> lock(removal_mu_);
+      log_floor_ = std::max(log_floor_, seq);
+    }
+    ring_.publish_claimed(r, EventT{seq, EventKind::kReset, K{}, nullptr});
   }
 
   // ---- The removal log: what recovery cannot read from the cache -----------------------
