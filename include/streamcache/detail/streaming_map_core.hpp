@@ -454,14 +454,18 @@ class StreamingMapCore : public std::enable_shared_from_this<StreamingMapCore<K,
   /// kReset otherwise): a live stream that reads one recovers from the sequence before it.
   /// The removal log stops covering anything older, so that recovery relists the whole
   /// state (kReset, then kResync) rather than replaying removals that would miss this one.
+  /// The marker is built before its sequence is claimed: a claimed sequence left
+  /// unpublished would stall every reader. (K{} is expected not to throw, as streams
+  /// already need it for kSnapshotEnd and kReset; if it does, nothing is claimed.)
   void publish_lost_removal_locked() {
+    EventT marker{0, EventKind::kReset, K{}, nullptr};
     const uint64_t r = ring_.claim();
-    const uint64_t seq = options_.initial_seq + r;
+    marker.seq = options_.initial_seq + r;
     {
       WriterLock<Mutex> lock(removal_mu_);
-      log_floor_ = std::max(log_floor_, seq);
+      log_floor_ = std::max(log_floor_, marker.seq);
     }
-    ring_.publish_claimed(r, EventT{seq, EventKind::kReset, K{}, nullptr});
+    ring_.publish_claimed(r, std::move(marker));
   }
 
   // ---- The removal log: what recovery cannot read from the cache -----------------------
