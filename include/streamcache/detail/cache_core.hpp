@@ -963,14 +963,7 @@ class CacheCore {
         }
         stats_->add(expired ? kEvictionsExpired : kReplacements);
         stamp_write(id, now, custom);
-        if constexpr (Ext::kOrderEpochs) {
-          unlink_order_locked(s, id);
-          s.order.push_back(id);
-          place_in_epoch_locked(s, id, on_write(n.extra, static_cast<const K&>(n.key), static_cast<const V&>(n.value)));
-        } else {
-          if constexpr (Ext::kWriteOrder) s.order.move_to_back(id);
-          on_write(n.extra, static_cast<const K&>(n.key), static_cast<const V&>(n.value));
-        }
+        link_written_locked(s, id, n, /*linked=*/true, on_write);
         s.log.push_back(WriteEvent{id, weight, static_cast<uint32_t>(h), EventKind::kUpdate});
         mark_dirty(id);
         units = pending_units(EventKind::kUpdate);
@@ -1000,12 +993,7 @@ class CacheCore {
         s.free_locals.push_back(codec_.local_of(id));
         throw;
       }
-      if constexpr (Ext::kWriteOrder) s.order.push_back(id);
-      if constexpr (Ext::kOrderEpochs) {
-        place_in_epoch_locked(s, id, on_write(n.extra, static_cast<const K&>(n.key), static_cast<const V&>(n.value)));
-      } else {
-        on_write(n.extra, static_cast<const K&>(n.key), static_cast<const V&>(n.value));
-      }
+      link_written_locked(s, id, n, /*linked=*/false, on_write);
       s.log.push_back(WriteEvent{id, weight, static_cast<uint32_t>(h), EventKind::kAdd});
       mark_dirty(id);
       units = pending_units(EventKind::kAdd);
@@ -1094,6 +1082,27 @@ class CacheCore {
   //  E3. `epoch_markers` holds the ids of the list's epoch markers in list order, `epoch`
   //      the last one's epoch, and `spare_marker` a free record (or kNoNode). A write
   //      reserves room for one more marker in both before it changes anything.
+
+  /// Once write() has stored entry `id`: it goes to the tail of the write order (if one is
+  /// kept; `linked`: it is in the list already) and `on_write` runs, whose order key then
+  /// places it in its epoch (Ext::kOrderEpochs).
+  template <class OnWrite>
+  void link_written_locked(Shard& s, NodeId id, Node& n, bool linked, OnWrite& on_write)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu) {
+    if constexpr (Ext::kWriteOrder) {
+      if (!linked) {
+        s.order.push_back(id);
+      } else if (s.order.back() != id) {
+        unlink_order_locked(s, id);
+        s.order.push_back(id);
+      }
+    }
+    if constexpr (Ext::kOrderEpochs) {
+      place_in_epoch_locked(s, id, on_write(n.extra, static_cast<const K&>(n.key), static_cast<const V&>(n.value)));
+    } else {
+      on_write(n.extra, static_cast<const K&>(n.key), static_cast<const V&>(n.value));
+    }
+  }
 
   /// Unlinks `id` (an entry or a cursor marker) from the shard's write order, freeing an
   /// epoch marker that this leaves directly in front of another (E2).
