@@ -72,11 +72,16 @@ class BroadcastRing {
   /// the wait; those sequences then stay unpublished, which only matters after close).
   /// A claim that returns is below close()'s cutoff, so subscribers wait for it: a
   /// publish() that returns is delivered, even when it raced with close().
-  uint64_t claim(uint64_t n = 1) {
+  ///
+  /// Forced inline, as fill() is: without it GCC at -O2 calls both once per publish, and
+  /// 1 -> 1 delivered 16-18 M msgs/s instead of 73 (the calls' register saves queue in the
+  /// store buffer behind the previous slot stores, which wait for the subscriber's copy
+  /// of the line; docs/notes/broadcast.md, session 11). The rare paths stay out of line.
+  [[gnu::always_inline]] uint64_t claim(uint64_t n = 1) {
     // After close(), publishing is refused before claiming, so that claims nobody will
     // fill do not move the claim counter that lag accounting reads (lag_target()). Only
     // a claim racing close() can still land above the cutoff (see claimed_for_readers()).
-    if (closed_.load()) throw std::logic_error("Broadcast: publish after close()");
+    if (closed_.load()) [[unlikely]] throw_publish_after_close();
     const uint64_t first = sequencer_.next(n);
     const uint64_t last = first + n - 1;
     // The light side for register_gate() and for close(): our claim, then the loads of
@@ -87,12 +92,9 @@ class BroadcastRing {
     // see closed_ here. Checked again after claiming: checked only before, a claim
     // could land just above the cutoff, and its publish() return a message that no
     // subscriber would ever read.
-    if (closed_.load() && first > cutoff()) throw std::logic_error("Broadcast: publish after close()");
+    if (closed_.load() && first > cutoff()) [[unlikely]] throw_publish_after_close();
     if (block_producers_ && last > capacity_ && !gate_allows(last, gate_cache_.load())) {
-      if (!wait_for_gate(last)) {
-        abandon(first);
-        throw std::logic_error("Broadcast: close() while publish was waiting for space");
-      }
+      wait_for_room(first, last);
     }
     return first;
   }
@@ -101,7 +103,7 @@ class BroadcastRing {
   /// published, or subscribers (and published_cursor) stall at it. Returns false, and
   /// writes nothing, when close() made the producer of an earlier sequence of this slot
   /// abandon it: no subscriber can read past that one (see abandon()).
-  bool publish_claimed(uint64_t seq, T&& value) noexcept(std::is_nothrow_move_constructible_v<T>) {
+  [[gnu::always_inline]] bool publish_claimed(uint64_t seq, T&& value) noexcept(std::is_nothrow_move_constructible_v<T>) {
     return fill(seq, [&](Slot& slot) {
       if constexpr (kUseSeqlock<T>) {
         slot.write(seq, value);
@@ -243,7 +245,7 @@ class BroadcastRing {
 
   /// The common part of completing a claimed `seq`: `write(slot)` stores it.
   template <class Write>
-  bool fill(uint64_t seq, Write&& write) noexcept(noexcept(write(std::declval<Slot&>()))) {
+  [[gnu::always_inline]] bool fill(uint64_t seq, Write&& write) noexcept(noexcept(write(std::declval<Slot&>()))) {
     Slot& slot = slots_[seq & mask_];
     // Fetch a line we will write soon for ownership now: subscribers hold it shared
     // from the last lap, and the claim RMW of the next publish would otherwise stall
@@ -265,6 +267,19 @@ class BroadcastRing {
     } notify{this, seq};
     write(slot);
     return true;
+  }
+
+  [[noreturn, gnu::noinline, gnu::cold]] static void throw_publish_after_close() {
+    throw std::logic_error("Broadcast: publish after close()");
+  }
+
+  /// kBlock, out of line: waits until the claim first..last fits (see wait_for_gate());
+  /// when close() interrupts the wait, abandons the claim and throws.
+  [[gnu::noinline]] void wait_for_room(uint64_t first, uint64_t last) {
+    if (!wait_for_gate(last)) {
+      abandon(first);
+      throw std::logic_error("Broadcast: close() while publish was waiting for space");
+    }
   }
 
   /// The claims that count for readers: once closed, none above the cutoff, since a claim
