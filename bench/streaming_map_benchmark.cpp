@@ -16,6 +16,9 @@
 //   the kSnapshotEnd marker, through stream() (api 0: one event per ++) or
 //   stream_batches(64) (api 1); items = entries. Single-threaded, so the rate is per CPU
 //   second (Google Benchmark's default); the Time column is the wall clock.
+// BM_HistoryPassCompact: the same with compact timestamps (StreamingMap<K, V, uint32_t>),
+//   numbered from initial_seq = 2^32 - entries / 2, so that the history crosses a 2^32
+//   boundary: the walk meets each shard's epoch marker, as in a map that has run long.
 // BM_Live<Impl>/batch/ring/subs: a fresh map per iteration; `subs` (4) subscriber threads
 //   each open stream() on the empty map (cutoff 0: no history) and wait; then 1 writer
 //   thread inserts kLiveEvents values over kLiveKeys keys (each key rewritten 4 times) as
@@ -35,7 +38,8 @@
 //       recovery delivered the keys' newest values instead);
 //     writer_Mops: the writer's own inserts per wall second, to tell a slow writer from
 //       slow subscribers (when it is ~ items/s / 4, the writer is the bottleneck).
-//   Impl: StreamingMapLive (ours) and MutexFanout: std::mutex + std::unordered_map of
+//   Impl: StreamingMapLive (ours), StreamingMapLiveCompact (ours with compact timestamps:
+//   the writer alone and batch 1 at the default ring only) and MutexFanout: std::mutex + std::unordered_map of
 //   (seq, shared_ptr) for the state, and per subscriber a std::mutex +
 //   std::condition_variable_any + unbounded std::deque of the same Event objects; the writer
 //   pushes each event into every subscriber's deque under the map lock (so sequences stay
@@ -58,6 +62,7 @@
 #include <span>
 #include <stop_token>
 #include <thread>
+#include <type_traits>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -75,7 +80,9 @@ struct Value64 {
 static_assert(sizeof(Value64) == 64);
 
 using Ev = Event<uint64_t, Value64>;
-using Map = streamcache::StreamingMap<uint64_t, Value64>;
+template <class Timestamp>
+using MapWith = streamcache::StreamingMap<uint64_t, Value64, Timestamp>;
+using Map = MapWith<uint64_t>;
 
 constexpr uint64_t scatter(uint64_t i) { return (i + 1) * 0x9E3779B97F4A7C15ULL; }
 
@@ -91,15 +98,24 @@ double thread_cpu_seconds() {
   return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) * 1e-9;
 }
 
+/// The first sequence a history map of `entries` numbers its mutations after: 0, or for
+/// compact timestamps a start that puts a 2^32 boundary in the middle of the history.
+template <class Timestamp>
+uint64_t history_initial_seq(uint64_t entries) {
+  return std::is_same_v<Timestamp, uint64_t> ? 0 : (uint64_t{1} << 32) - entries / 2;
+}
+
 /// The history maps, built once per size and kept for the whole run (built outside every
 /// timed region; the first benchmark that needs a size pays for it in its setup).
-Map& history_map(uint64_t entries) {
-  static std::map<uint64_t, std::unique_ptr<Map>> maps;
-  std::unique_ptr<Map>& slot = maps[entries];
+template <class Timestamp = uint64_t>
+MapWith<Timestamp>& history_map(uint64_t entries) {
+  static std::map<uint64_t, std::unique_ptr<MapWith<Timestamp>>> maps;
+  std::unique_ptr<MapWith<Timestamp>>& slot = maps[entries];
   if (!slot) {
     streamcache::StreamingMapOptions options;
     options.mark_snapshot_end = true;
-    slot = std::make_unique<Map>(options);
+    options.initial_seq = history_initial_seq<Timestamp>(entries);
+    slot = std::make_unique<MapWith<Timestamp>>(options);
     for (uint64_t i = 0; i < entries; ++i) slot->insert(scatter(i), value_for(i));
     slot->run_pending_tasks();  // settle the policy's buffers so no maintenance runs later
   }
@@ -131,10 +147,11 @@ void BM_TimeToFirstEvent(benchmark::State& state) {
       benchmark::Counter(cpu_total * 1e6 / static_cast<double>(std::max<int64_t>(1, state.iterations())));
 }
 
-void BM_HistoryPass(benchmark::State& state) {
+template <class Timestamp>
+void history_pass(benchmark::State& state) {
   const auto entries = static_cast<uint64_t>(state.range(0));
   const bool batches = state.range(1) != 0;
-  Map& map = history_map(entries);
+  MapWith<Timestamp>& map = history_map<Timestamp>(entries);
   uint64_t checksum = 0;
   for (auto _ : state) {
     uint64_t seen = 0;
@@ -167,6 +184,9 @@ void BM_HistoryPass(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations() * static_cast<int64_t>(entries));
 }
 
+void BM_HistoryPass(benchmark::State& state) { history_pass<uint64_t>(state); }
+void BM_HistoryPassCompact(benchmark::State& state) { history_pass<uint32_t>(state); }
+
 void HistorySizes(benchmark::internal::Benchmark* b) {
   for (int64_t n : {10'000, 100'000, 1'000'000}) b->Arg(n);
 }
@@ -180,6 +200,7 @@ void HistoryPassCases(benchmark::internal::Benchmark* b) {
 
 BENCHMARK(BM_TimeToFirstEvent)->ArgName("entries")->Apply(HistorySizes)->UseManualTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_HistoryPass)->Apply(HistoryPassCases)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_HistoryPassCompact)->Apply(HistoryPassCases)->Unit(benchmark::kMillisecond);
 
 // ---- Live fan-out ---------------------------------------------------------------------
 
@@ -259,9 +280,10 @@ class CatchUp {
 
 constexpr auto kCatchUpTimeout = std::chrono::seconds(120);
 
-class StreamingMapLive {
+template <class Timestamp>
+class StreamingMapLiveWith {
  public:
-  explicit StreamingMapLive(size_t ring_capacity) : map_(options(ring_capacity)) {}
+  explicit StreamingMapLiveWith(size_t ring_capacity) : map_(options(ring_capacity)) {}
 
   void insert(uint64_t i) { map_.insert(scatter(i % kLiveKeys), value_for(i)); }
 
@@ -291,8 +313,10 @@ class StreamingMapLive {
     return o;
   }
 
-  Map map_;
+  MapWith<Timestamp> map_;
 };
+using StreamingMapLive = StreamingMapLiveWith<uint64_t>;
+using StreamingMapLiveCompact = StreamingMapLiveWith<uint32_t>;
 
 // The textbook fan-out, correct but not clever: one lock for the state and the sequence,
 // one lock + condition variable + unbounded queue per subscriber.
@@ -433,6 +457,13 @@ void LiveCases(benchmark::internal::Benchmark* b) {
   b->UseManualTime()->Unit(benchmark::kMillisecond);
 }
 
+void CompactLiveCases(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"batch", "ring", "subs"});
+  b->Args({1, 65536, 0});  // the writer alone
+  b->Args({1, 65536, kSubscribers});
+  b->UseManualTime()->Unit(benchmark::kMillisecond);
+}
+
 void BaselineCases(benchmark::internal::Benchmark* b) {
   b->ArgNames({"batch", "ring", "subs"});
   b->Args({1, 0, 0});  // the writer alone
@@ -441,6 +472,7 @@ void BaselineCases(benchmark::internal::Benchmark* b) {
 }
 
 BENCHMARK_TEMPLATE(BM_Live, StreamingMapLive)->Apply(LiveCases);
+BENCHMARK_TEMPLATE(BM_Live, StreamingMapLiveCompact)->Apply(CompactLiveCases);
 BENCHMARK_TEMPLATE(BM_Live, MutexFanout)->Apply(BaselineCases);
 
 }  // namespace
