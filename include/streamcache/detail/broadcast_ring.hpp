@@ -256,18 +256,22 @@ class BroadcastRing {
     struct Notify {
       BroadcastRing* ring;
       uint64_t seq;
-      ~Notify() {
+      // Forced inline, like fill(): clang 14 judged it too costly (it inlined the hint's
+      // scan loop) and called it once per publish.
+      [[gnu::always_inline]] ~Notify() {
         // The light side for waiting subscribers (their heavy side is in wait_readable):
         // the claim and stamp stores above stay above the parker load, in the compiler.
         light_barrier();
         ring->data_parker_.notify_if_waiting();
         // Keep the published hint close, so published_cursor() scans a short distance.
-        if ((seq & (kHintStride - 1)) == 0) ring->published_cursor();
+        if ((seq & (kHintStride - 1)) == 0) ring->advance_published_hint();
       }
     } notify{this, seq};
     write(slot);
     return true;
   }
+
+  [[gnu::noinline]] void advance_published_hint() noexcept { (void)published_cursor(); }
 
   [[noreturn, gnu::noinline, gnu::cold]] static void throw_publish_after_close() {
     throw std::logic_error("Broadcast: publish after close()");
