@@ -1107,10 +1107,12 @@ class CacheCore {
   /// Unlinks `id` (an entry or a cursor marker) from the shard's write order, freeing an
   /// epoch marker that this leaves directly in front of another (E2).
   void unlink_order_locked(Shard& s, NodeId id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu) {
-    const NodeId before = s.order.prev(id);
-    const NodeId after = s.order.next(id);
-    s.order.remove(id);
-    if constexpr (Ext::kOrderEpochs) {
+    if constexpr (!Ext::kOrderEpochs) {
+      s.order.remove(id);
+    } else {
+      const NodeId before = s.order.prev(id);
+      const NodeId after = s.order.next(id);
+      s.order.remove(id);
       if (before != kNoNode && after != kNoNode && node(before).marker == MarkerKind::kEpoch &&
           node(after).marker == MarkerKind::kEpoch) {
         s.order.remove(before);  // never the last marker: another one follows it
