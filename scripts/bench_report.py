@@ -8,7 +8,8 @@ Called by scripts/bench (which installs gnuplot and builds the targets first):
 
 Run phase: every BUILD/bench/*_benchmark binary with Google Benchmark's JSON output, then the
 tools (hit_ratio on each pattern of the project's trace generator, cache_interleaved,
-broadcast_interleaved, cache_memory, streaming_map_memory). Everything lands in BUILD/bench-results/ with a run.json that records
+broadcast_interleaved, the -O2 build of broadcast_benchmark's single-producer cases,
+broadcast_lane_model, cache_memory, streaming_map_memory). Everything lands in BUILD/bench-results/ with a run.json that records
 the machine, the load before and after, the commit and the exact commands.
 Report phase: reads only BUILD/bench-results/ and renders the Markdown and the plots, so a
 report can be regenerated without re-running anything. Unknown arguments go to every
@@ -69,6 +70,8 @@ BAR_MEMORY_TTL_BYTES = 64.0
 BAR_BCAST_1_1_BATCH_VS_SPSC = 1.0
 BAR_BCAST_1_4_VS_SPSC = 1.5
 BAR_BCAST_VS_MUTEX = 10.0
+# The -O2 build runs only the single-producer ring cases (the ones the inlining mattered for).
+O2_FILTER = "BM_Broadcast<RingBlock>/P:1/"
 BAR_HIT_RATIO_SLACK = 0.01
 
 QUICK_MIN_TIME = "0.05"
@@ -229,6 +232,18 @@ def run_all(build_dir: str, results: str, quick: bool, extra: list[str], not_bui
         args = ["3"] if quick else ["15"]
         runner.run("broadcast_interleaved", [interleaved, *args], os.path.join(results, "broadcast_interleaved.txt"),
                    timeout=900)
+    o2 = os.path.join(bench_dir, "broadcast_benchmark_o2")
+    if os.access(o2, os.X_OK) and "broadcast_benchmark_o2" not in not_built:
+        # The single-producer ring cases again, from the -O2 build: about 15 s.
+        out = os.path.join(results, "broadcast_o2.json")
+        runner.run("broadcast_benchmark_o2", [o2, f"--benchmark_filter={O2_FILTER}", f"--benchmark_out={out}",
+                                              "--benchmark_out_format=json", *bench_args],
+                   os.path.join(results, "broadcast_o2.txt"), timeout=600)
+    model = os.path.join(bench_dir, "broadcast_lane_model")
+    if os.access(model, os.X_OK) and "broadcast_lane_model" not in not_built:
+        # ROUNDS: three layouts of 2 -> 2 traffic; about 2 s a round.
+        runner.run("broadcast_lane_model", [model, "2" if quick else "7"],
+                   os.path.join(results, "broadcast_lane_model.txt"), timeout=600)
     for tool in ("cache_memory", "streaming_map_memory"):
         binary = os.path.join(bench_dir, tool)
         if os.access(binary, os.X_OK) and tool not in not_built:
@@ -660,7 +675,8 @@ class Report:
         if plot_data:
             self.plot_broadcast(plot_data, impls)
             out += ["", "![Broadcast delivered messages vs subscribers](plots/broadcast_subscribers.svg)"]
-        return out + [""] + self.broadcast_interleaved_section()
+        return out + [""] + self.broadcast_interleaved_section() + self.broadcast_o2_section() + \
+            self.lane_model_section()
 
     def broadcast_interleaved_section(self) -> list[str]:
         """broadcast_interleaved's output: 2 -> 2 ring / mutex ratios over many alternating runs."""
@@ -681,6 +697,41 @@ class Report:
             "run (the tool's header comment gives the spread); this tool alternates single runs of the ring "
             "and the mutex baseline, swapping their order every round, and reports the median and quartiles "
             "of the per-round ratio. Rates in M messages/s delivered.", text)
+
+    def broadcast_o2_section(self) -> list[str]:
+        """The ring's single-producer cases built at -O2 against the main (-O3) run."""
+        path = os.path.join(self.results, "broadcast_o2.json")
+        main = self.files.get("broadcast_benchmark")
+        out = ["### Broadcast built at -O2", "",
+               "Source: the same `bench/broadcast_benchmark.cpp`, built a second time at `-O2` (target "
+               "`broadcast_benchmark_o2`, bench/CMakeLists.txt), its single-producer ring cases run after the "
+               "main benchmark. The hot paths are forced inline so that a `-O2` build (RelWithDebInfo, many "
+               "projects' default) is not the 4-5x slower one it was before session 11; this table is the check. "
+               "The two columns come from different processes minutes apart: read ratios near 1 as parity. "
+               "M messages/s delivered.", ""]
+        if not os.path.exists(path) or main is None:
+            return out + ["_Not run._", ""]
+        o2 = BenchFile(path)
+        rows = []
+        for r in o2.rows:
+            if r.family != "BM_Broadcast":
+                continue
+            base = main.find("BM_Broadcast", r.targs, P=r.p("P"), S=r.p("S"), batch=r.p("batch"))
+            mode = "batch 64" if r.p("batch") == "1" else "recv"
+            rows.append([f"{r.p('P')} -> {r.p('S')}", mode, ", ".join(r.targs), fmt_rate(base.items if base else None),
+                         fmt_rate(r.items), fmt_ratio(ratio(r, base))])
+        return out + table(["P -> S", "mode", "impl", "-O3 (main run)", "-O2", "-O2 / -O3"], rows) + [""]
+
+    def lane_model_section(self) -> list[str]:
+        """broadcast_lane_model's output, as it printed it."""
+        text = read_text(self.results, "broadcast_lane_model.txt")
+        out = ["### Broadcast 2 -> 2: one shared ring against one lane per producer (a model)", "",
+               "Source: `bench/tools/broadcast_lane_model.cpp` (minimal models of the layouts, not the library; "
+               "its header comment says what each is). Behind the decision not to merge a lane-per-producer "
+               "ring: [notes/broadcast.md](notes/broadcast.md), session 11.", ""]
+        if not text:
+            return out + ["_Not run._", ""]
+        return out + ["```", *text.rstrip().splitlines(), "```", ""]
 
     def interleaved_bar(self, what: str, measured: str, v: float, ok: bool, title: str, source: str,
                         text: str | None) -> list[str]:
