@@ -98,15 +98,9 @@ class Subscriber {
   Received<T> try_recv() { return poll(); }
 
   /// Waits for the next message: kOk, kLagged, kClosed, or kCancelled when `stop` is
-  /// requested while waiting.
-  /// The message that is already there is taken inline; waiting is out of line.
-  [[gnu::always_inline]] Received<T> recv(std::stop_token stop = {}) {
-    if constexpr (std::is_nothrow_move_constructible_v<T>) {
-      Received<T> r = poll();
-      if (r.status != RecvStatus::kEmpty) return r;  // kEmpty has announced our cursor
-    }
-    return wait_recv(std::nullopt, stop);
-  }
+  /// requested while waiting. Forced inline, with wait_recv(): at -O2 GCC called it once
+  /// per message, which cut 1 -> 1 to a fifth (docs/notes/broadcast.md, session 11).
+  [[gnu::always_inline]] Received<T> recv(std::stop_token stop = {}) { return wait_recv(std::nullopt, stop); }
 
   /// As recv(), but gives up with kTimeout after `timeout`.
   Received<T> recv_for(Clock::duration timeout, std::stop_token stop = {}) {
@@ -279,7 +273,9 @@ class Subscriber {
     return {RecvStatus::kEmpty, next_, 0, std::nullopt};
   }
 
-  Received<T> wait_recv(const detail::Deadline& deadline, const std::stop_token& stop) {
+  /// The receive loop: the message at hand in poll(), the waiting in the ring's
+  /// out-of-line wait. Forced inline into recv() and recv_for() (see recv()).
+  [[gnu::always_inline]] Received<T> wait_recv(const detail::Deadline& deadline, const std::stop_token& stop) {
     for (;;) {
       if constexpr (std::is_nothrow_move_constructible_v<T>) {
         Received<T> r = poll();
