@@ -38,6 +38,7 @@
 #include "streamcache/detail/broadcast_slot.hpp"
 #include "streamcache/detail/broadcast_wait.hpp"
 #include "streamcache/detail/mutex.hpp"
+#include "streamcache/detail/prefetch.hpp"
 
 namespace streamcache::detail {
 
@@ -250,7 +251,7 @@ class BroadcastRing {
     // Fetch a line we will write soon for ownership now: subscribers hold it shared
     // from the last lap, and the claim RMW of the next publish would otherwise stall
     // on this store's cache miss.
-    __builtin_prefetch(&slots_[(seq + kPrefetchAhead) & mask_], 1);
+    prefetch_for_write(&slots_[(seq + kPrefetchAhead) & mask_]);
     const auto predecessor_abandoned = [&] { return seq > capacity_ && seq - capacity_ >= abandoned_from_.load(); };
     if (!slot.wait_for_predecessor(seq, capacity_, predecessor_abandoned)) return false;
     struct Notify {

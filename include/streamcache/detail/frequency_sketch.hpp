@@ -7,6 +7,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "streamcache/detail/prefetch.hpp"
+
 namespace streamcache::detail {
 
 /// Estimates how often each key was seen recently, in 4 bits per counter (0..15), with four
@@ -88,7 +90,7 @@ class FrequencySketch {
   /// Starts loading the cache line increment(hash) and frequency(hash) will touch, so that a
   /// caller with a batch of keys overlaps their misses.
   void prefetch(uint64_t hash) const {
-    if (!table_.empty()) __builtin_prefetch(&table_[slots_of(hash).block], 1);
+    if (!table_.empty()) prefetch_for_write(&table_[slots_of(hash).block]);
   }
 
   /// Counts one occurrence of `hash`. Every one of its four counters below 15 is incremented

@@ -9,6 +9,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "streamcache/detail/frequency_sketch.hpp"
 #include "streamcache/detail/intrusive_list.hpp"
+#include "streamcache/detail/prefetch.hpp"
 
 namespace streamcache::detail {
 
@@ -279,7 +280,7 @@ class TinyLfuPolicy {
   /// Starts loading what on_access(id, hash) reads first (the entry's hook and its
   /// sketch counters), for a caller about to apply a batch of accesses.
   void prefetch_access(NodeId id, uint64_t hash) const {
-    __builtin_prefetch(&hook_of_(id), 1);
+    prefetch_for_write(&hook_of_(id));
     sketch_.prefetch(hash);
   }
 
