@@ -19,9 +19,13 @@
 //                  (pop() one at a time, or pop(buf, 64) for batches)
 //   MutexDeque     std::mutex + std::condition_variable + std::deque broadcast with a
 //                  cursor per subscriber; producers wait when 4096 messages are unread
-// Spin loops of the baselines (a full spsc queue, an empty one) spin 64 times with a
-// pause, then yield: with 5 threads on 2 cores, a pure spin would mostly measure the
-// scheduler. Our ring's kBlocking waits do the same, then sleep on a futex.
+// Spin loops of the baselines (a full spsc queue, an empty one) pause once, then yield:
+// with 5 threads on 2 cores, a pure spin would mostly measure the scheduler. Boost
+// documents no wait strategy, so the spin count is the one that measured best for the
+// spsc fan-out (session 12, 3 sittings, every case): limits of 1, 2 and 4 measured alike,
+// 16 and the 64 used until then were slower (1 -> 1 batches 47-54 and 41-52 against
+// 96-108 M msgs/s). Our ring's kBlocking waits spin 16 times (best for it: 1 -> 4 recv
+// fell to 106-131 with 4), yield, then sleep on a futex.
 #pragma once
 
 #include <time.h>
@@ -51,7 +55,7 @@ inline constexpr size_t kBatch = 64;
 class Backoff {
  public:
   void pause() {
-    if (++spins_ < 64) {
+    if (++spins_ < kSpinsBeforeYield) {
       streamcache::detail::cpu_relax();
     } else {
       std::this_thread::yield();
@@ -60,6 +64,7 @@ class Backoff {
   void reset() { spins_ = 0; }
 
  private:
+  static constexpr int kSpinsBeforeYield = 2;
   int spins_ = 0;
 };
 
