@@ -1,14 +1,20 @@
-// broadcast_interleaved: our ring (kBlock) against the mutex + condvar + deque broadcast,
-// taking turns, many times, on broadcast_benchmark's workload.
+// broadcast_interleaved: our ring (kBlock) against a baseline, taking turns, many times,
+// on broadcast_benchmark's workload.
 //
-//   broadcast_interleaved [ROUNDS [P:S ...]]     (defaults 15, 2:2)
+//   broadcast_interleaved [ROUNDS [P:S[:BASELINE] ...]]     (defaults 15, 2:2)
+//
+// BASELINE is `mutex` (the mutex + condvar + deque broadcast; the default) or `spsc` (the
+// Boost spsc_queue fan-out).
 //
 // Why, beside broadcast_benchmark: with more threads than the 2 vCPUs this project is
 // measured on, a 2 -> 2 run mostly measures where the scheduler put the four threads, and
 // that changes from one run to the next. Minutes apart, the same binary delivered 15-72
 // M msgs/s with `recv` (and the mutex baseline 3.6-7.6), so one run of broadcast_benchmark
 // reports whichever state it drew, and its ring / mutex ratio moved between 3x and 13x.
-// This tool measures the spread instead: for each P:S case, with `recv` and with
+// 1 -> 4 is the same with five threads: the ring delivered 70-115 M msgs/s when the
+// subscribers were spread over both cores and 180-290 when the scheduler left one of them a
+// core of its own (docs/notes/broadcast.md, session 12).
+// This tool measures the spread instead: for each case, with `recv` and with
 // `recv_batch(64)`, ROUNDS rounds of one run of each (common/broadcast_baselines.hpp's
 // run_once, exactly what the benchmark times), the order swapped every round so that a
 // drift favours neither. It prints the medians of both rates and the median, quartiles
@@ -27,10 +33,15 @@ using namespace streamcache::bench::broadcast;
 using streamcache::bench::median;
 using streamcache::bench::quantile;
 
+enum class Baseline { kMutex, kSpsc };
+
 struct Case {
   int producers;
   int subscribers;
+  Baseline baseline;
 };
+
+const char* name(Baseline b) { return b == Baseline::kMutex ? "mutex" : "spsc"; }
 
 template <class Impl>
 double rate_mmsgs(const Case& c, bool batch) {
@@ -39,40 +50,52 @@ double rate_mmsgs(const Case& c, bool batch) {
   return static_cast<double>(run.delivered) / run.seconds / 1e6;
 }
 
+template <class Baseline>
 void measure(const Case& c, bool batch, int rounds) {
-  std::vector<double> ring, mutex, ratio;
+  std::vector<double> ring, base, ratio;
   for (int r = 0; r < rounds; ++r) {
     double ours = 0;
     double theirs = 0;
     if (r % 2 == 0) {
       ours = rate_mmsgs<RingBlock>(c, batch);
-      theirs = rate_mmsgs<MutexDeque>(c, batch);
+      theirs = rate_mmsgs<Baseline>(c, batch);
     } else {
-      theirs = rate_mmsgs<MutexDeque>(c, batch);
+      theirs = rate_mmsgs<Baseline>(c, batch);
       ours = rate_mmsgs<RingBlock>(c, batch);
     }
     ring.push_back(ours);
-    mutex.push_back(theirs);
+    base.push_back(theirs);
     ratio.push_back(ours / theirs);
   }
-  std::printf("%d -> %d  %-5s  %8.2f  %9.2f  %6.2fx  %5.2f-%5.2f  %5.2f-%5.2f\n", c.producers, c.subscribers,
-              batch ? "batch" : "recv", median(ring), median(mutex), median(ratio), quantile(ratio, 0.25),
-              quantile(ratio, 0.75), quantile(ratio, 0.0), quantile(ratio, 1.0));
+  std::printf("%d -> %d  %-5s  %-8s  %8.2f  %9.2f  %6.2fx  %5.2f-%5.2f  %5.2f-%5.2f\n", c.producers,
+              c.subscribers, batch ? "batch" : "recv", name(c.baseline), median(ring), median(base), median(ratio),
+              quantile(ratio, 0.25), quantile(ratio, 0.75), quantile(ratio, 0.0), quantile(ratio, 1.0));
   std::fflush(stdout);
 }
 
 [[noreturn]] void usage(const char* why) {
-  std::fprintf(stderr, "broadcast_interleaved: %s\nusage: broadcast_interleaved [ROUNDS [P:S ...]]\n", why);
+  std::fprintf(stderr, "broadcast_interleaved: %s\nusage: broadcast_interleaved [ROUNDS [P:S[:mutex|spsc] ...]]\n",
+               why);
   std::exit(2);
 }
 
 Case parse_case(const std::string& arg) {
   const size_t colon = arg.find(':');
-  if (colon == std::string::npos) usage(("a case is P:S, got '" + arg + "'").c_str());
+  if (colon == std::string::npos) usage(("a case is P:S[:BASELINE], got '" + arg + "'").c_str());
+  const size_t second = arg.find(':', colon + 1);
   const int p = std::atoi(arg.substr(0, colon).c_str());
-  const int s = std::atoi(arg.substr(colon + 1).c_str());
+  const int s = std::atoi(arg.substr(colon + 1, second == std::string::npos ? std::string::npos : second - colon - 1).c_str());
   if (p <= 0 || s <= 0) usage(("P and S must be positive integers, got '" + arg + "'").c_str());
-  return {p, s};
+  Baseline baseline = Baseline::kMutex;
+  if (second != std::string::npos) {
+    const std::string which = arg.substr(second + 1);
+    if (which == "spsc") {
+      baseline = Baseline::kSpsc;
+    } else if (which != "mutex") {
+      usage(("BASELINE is mutex or spsc, got '" + which + "'").c_str());
+    }
+  }
+  return {p, s, baseline};
 }
 
 }  // namespace
@@ -82,13 +105,19 @@ int main(int argc, char** argv) {
   if (rounds <= 0) usage("ROUNDS must be a positive integer");
   std::vector<Case> cases;
   for (int i = 2; i < argc; ++i) cases.push_back(parse_case(argv[i]));
-  if (cases.empty()) cases.push_back({2, 2});
+  if (cases.empty()) cases.push_back({2, 2, Baseline::kMutex});
 
-  std::printf("RingBlock against MutexDeque, %d rounds of one run each (order swapped every round), "
-              "M msgs/s delivered\n", rounds);
-  std::printf("case    mode       ring  mutex      ratio  quartiles    range\n");
+  std::printf("RingBlock against a baseline (mutex: MutexDeque, spsc: SpscFanout), %d rounds of one run each "
+              "(order swapped every round), M msgs/s delivered\n", rounds);
+  std::printf("case    mode   baseline      ring   baseline   ratio  quartiles    range\n");
   for (const Case& c : cases) {
-    for (const bool batch : {false, true}) measure(c, batch, rounds);
+    for (const bool batch : {false, true}) {
+      if (c.baseline == Baseline::kMutex) {
+        measure<MutexDeque>(c, batch, rounds);
+      } else {
+        measure<SpscFanout>(c, batch, rounds);
+      }
+    }
   }
   return 0;
 }
