@@ -229,7 +229,7 @@ def run_all(build_dir: str, results: str, quick: bool, extra: list[str], not_bui
     interleaved = os.path.join(bench_dir, "broadcast_interleaved")
     if os.access(interleaved, os.X_OK) and "broadcast_interleaved" not in not_built:
         # ROUNDS [P:S[:BASELINE]...]: 2 -> 2 against the mutex baseline (the 10x bar), and the
-        # single-producer spsc bars' cases, whose runs also depend on thread placement; about a minute.
+        # single-producer spsc bars' cases, whose rates also move with the machine's state; about a minute.
         args = ["3", "2:2", "1:4:spsc"] if quick else ["15", "2:2", "1:1:spsc", "1:4:spsc"]
         runner.run("broadcast_interleaved", [interleaved, *args], os.path.join(results, "broadcast_interleaved.txt"),
                    timeout=900)
@@ -413,6 +413,11 @@ def cpu_ns_per_op(r: Row | None) -> str:
 CACHE_IMPLS = [("Streamcache", "streamcache"), ("StreamcacheTtl", "streamcache + TTL"),
                ("TbbMap", "tbb::concurrent_hash_map"), ("MutexLru", "mutex LRU")]
 CACHE_WORKLOADS = [("Read100", "read 100%"), ("Read75Write25", "read 75 / write 25"), ("Write100", "write 100%")]
+
+
+def section_link(title: str) -> str:
+    """The in-page link GitHub-style Markdown gives a `### title` heading."""
+    return "#" + re.sub(r"[^a-z0-9 -]", "", title.lower()).replace(" ", "-")
 
 
 class Report:
@@ -687,7 +692,6 @@ class Report:
             r"^(\d+ -> \d+)\s+(recv|batch)\s+(mutex|spsc)\s+[0-9.]+\s+[0-9.]+\s+([0-9.]+)x\s+([0-9.]+)-\s*([0-9.]+)",
             text or "", re.MULTILINE)]
         title = "Broadcast over alternating runs"
-        anchor = "#" + re.sub(r"[^a-z0-9 -]", "", title.lower()).replace(" ", "-")
 
         def median_bar(what: str, rows, bar: float) -> None:
             if not rows:
@@ -695,7 +699,7 @@ class Report:
                 return
             case, mode, _, v, q1, q3 = min(rows, key=lambda m: m[3])
             self.bar(what, f"{'worst ' if len(rows) > 1 else ''}{v:.2f}x ({case} {mode}; quartiles "
-                     f"{float(q1):.2f}-{float(q3):.2f})", v, v >= bar, f"[interleaved]({anchor})")
+                     f"{float(q1):.2f}-{float(q3):.2f})", v, v >= bar, f"[interleaved]({section_link(title)})")
 
         median_bar(f"broadcast 2 -> 2: >= {BAR_BCAST_VS_MUTEX:.0f}x the mutex baseline, median over alternating runs",
                    [m for m in medians if m[0] == "2 -> 2" and m[2] == "mutex"], BAR_BCAST_VS_MUTEX)
@@ -710,9 +714,9 @@ class Report:
             return []
         return [f"### {title}", "",
                 "Source: `bench/tools/broadcast_interleaved.cpp`. With more threads than the two cores, one run "
-                "mostly measures where the scheduler put the threads, which changes from run to run (the tool's "
-                "header comment gives the spread: 2 -> 2, and 1 -> 4, whose ring rate moves between about 70 and "
-                "290 M messages/s with the threads' placement); this tool alternates single runs of the ring and "
+                "mostly measures where the scheduler put the threads, which changes from run to run, and the "
+                "machine's state, which changes within minutes (the tool's header comment gives the spread); this "
+                "tool alternates single runs of the ring and "
                 "a baseline, swapping their order every round, and reports the median and quartiles of the "
                 "per-round ratio. Rates in M messages/s delivered.", "",
                 "```", *text.rstrip().splitlines(), "```", ""]
@@ -755,8 +759,7 @@ class Report:
     def interleaved_bar(self, what: str, measured: str, v: float, ok: bool, title: str, source: str,
                         text: str | None) -> list[str]:
         """The bar row and the section of an interleaved tool: its explanation and raw output."""
-        anchor = re.sub(r"[^a-z0-9 -]", "", title.lower()).replace(" ", "-")
-        self.bar(what, measured, v, ok, f"[interleaved](#{anchor})")
+        self.bar(what, measured, v, ok, f"[interleaved]({section_link(title)})")
         return [f"### {title}", "", source, "", "```", *(text or "").rstrip().splitlines(), "```", ""]
 
     def plot_broadcast(self, data: dict[tuple[str, str], dict[int, float]], impls) -> None:

@@ -11,9 +11,9 @@
 // that changes from one run to the next. Minutes apart, the same binary delivered 15-72
 // M msgs/s with `recv` (and the mutex baseline 3.6-7.6), so one run of broadcast_benchmark
 // reports whichever state it drew, and its ring / mutex ratio moved between 3x and 13x.
-// 1 -> 4 is the same with five threads: the ring delivered 70-115 M msgs/s when the
-// subscribers were spread over both cores and 180-290 when the scheduler left one of them a
-// core of its own (docs/notes/broadcast.md, session 12).
+// The single-producer cases move too, with the machine's state: minutes apart, the spsc
+// fan-out's 1 -> 1 with batches delivered 96 and 296 M msgs/s (docs/notes/broadcast.md,
+// session 12).
 // This tool measures the spread instead: for each case, with `recv` and with
 // `recv_batch(64)`, ROUNDS rounds of one run of each (common/broadcast_baselines.hpp's
 // run_once, exactly what the benchmark times), the order swapped every round so that a
