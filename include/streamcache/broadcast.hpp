@@ -359,7 +359,7 @@ class Broadcast {
   /// blocks under kOverwrite; under kBlock it waits for space like publish().
   /// Every claimed sequence MUST be passed to publish_claimed(): subscribers and
   /// published_cursor() stop at an unpublished one. Throws std::logic_error after close().
-  uint64_t claim() { return ring_->claim(); }
+  uint64_t claim() { return ring_->claim_deferred(); }
 
   /// claim() for `n` messages at once: reserves the sequences first .. first + n - 1 and
   /// returns first; each must then be passed to publish_claimed(). One claim instead of
@@ -367,7 +367,7 @@ class Broadcast {
   /// add. Throws std::invalid_argument unless 1 <= n <= capacity().
   uint64_t claim(size_t n) {
     check_batch_size("claim: n", n);
-    return ring_->claim(n);
+    return ring_->claim_deferred(n);
   }
 
   /// Publishes copies of `values` as consecutive messages, with one claim for the lot

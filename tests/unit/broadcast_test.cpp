@@ -211,6 +211,62 @@ TEST(BroadcastClaim, ClaimOfZeroOrMoreThanTheCapacityThrowsNamingN) {
   EXPECT_EQ(b.claim(8), 1u);  // the whole ring at once is allowed
 }
 
+// The published cursor skips its stamp scan for a sole producer that fills every claim at
+// once (BroadcastRing::advance_published_hint()). These pin the two claims that do not.
+
+TEST(BroadcastClaim, CursorWaitsForTheSoleProducersOwnDeferredClaimAcrossManyPublishes) {
+  Broadcast<int> b;
+  auto sub = b.subscribe();
+  const uint64_t deferred = b.claim();
+  for (int i = 0; i < 600; ++i) b.publish(i);  // past sequences 256 and 512, where the hint moves
+  EXPECT_EQ(b.published_cursor(), deferred - 1);
+  EXPECT_EQ(sub.try_recv().status, RecvStatus::kEmpty);
+  b.publish_claimed(deferred, -1);
+  EXPECT_EQ(b.published_cursor(), 601u);
+  EXPECT_EQ(drain(sub).size(), 601u);
+}
+
+// A value whose move waits for a signal: its publish() has claimed, and is still filling.
+struct SlowMove {
+  struct Gate {
+    std::atomic<bool> entered{false};
+    std::atomic<bool> open{false};
+  };
+  std::shared_ptr<Gate> gate;
+  int value = 0;
+  SlowMove(std::shared_ptr<Gate> g, int v) : gate(std::move(g)), value(v) {}
+  SlowMove(const SlowMove&) = default;
+  SlowMove& operator=(const SlowMove&) = default;
+  SlowMove(SlowMove&& other) noexcept : gate(other.gate), value(other.value) {
+    if (gate && !gate->open.load()) {
+      gate->entered = true;
+      gate->entered.notify_all();
+      gate->open.wait(false);
+    }
+  }
+  SlowMove& operator=(SlowMove&&) noexcept = default;
+};
+
+TEST(BroadcastClaim, CursorWaitsForASecondProducerStillFillingAcrossManyPublishes) {
+  Broadcast<SlowMove> b(BroadcastOptions{.capacity = 1024});
+  auto sub = b.subscribe();
+  for (int i = 1; i <= 10; ++i) b.publish(SlowMove(nullptr, i));  // this thread owns the sequencer
+  auto gate = std::make_shared<SlowMove::Gate>();
+  std::jthread second([&] { EXPECT_EQ(b.publish(SlowMove(gate, 11)), 11u); });
+  gate->entered.wait(false);  // sequence 11 is claimed, and its value is being moved in
+  for (int i = 12; i <= 600; ++i) b.publish(SlowMove(nullptr, i));
+  EXPECT_EQ(b.published_cursor(), 10u);
+  EXPECT_EQ(drain(sub).size(), 10u);
+  gate->open = true;
+  gate->open.notify_all();
+  second.join();
+  EXPECT_EQ(b.published_cursor(), 600u);
+  const std::vector<SlowMove> rest = drain(sub);
+  ASSERT_EQ(rest.size(), 590u);
+  EXPECT_EQ(rest.front().value, 11);
+  EXPECT_EQ(rest.back().value, 600);
+}
+
 // --- publish_batch -------------------------------------------------------------------------
 
 TEST(BroadcastPublishBatch, PublishesConsecutiveSequencesAndReturnsTheFirst) {

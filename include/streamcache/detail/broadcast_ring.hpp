@@ -68,9 +68,11 @@ class BroadcastRing {
   bool closed() const noexcept { return closed_.load(); }
 
   /// Reserves the next `n` sequences (1 <= n <= capacity, checked by the caller) and
-  /// returns the first. kBlock: waits until their slots are free for every live
-  /// subscriber. Throws std::logic_error once closed (also when close() interrupts
-  /// the wait; those sequences then stay unpublished, which only matters after close).
+  /// returns the first. The caller fills them at once, in order, on this thread
+  /// (publish(), publish_batch(), StreamingMap); any other use is claim_deferred().
+  /// kBlock: waits until their slots are free for every live subscriber. Throws
+  /// std::logic_error once closed (also when close() interrupts the wait; those
+  /// sequences then stay unpublished, which only matters after close).
   /// A claim that returns is below close()'s cutoff, so subscribers wait for it: a
   /// publish() that returns is delivered, even when it raced with close().
   ///
@@ -98,6 +100,16 @@ class BroadcastRing {
       wait_for_room(first, last);
     }
     return first;
+  }
+
+  /// claim() for a caller that may fill the sequences later or on another thread
+  /// (Broadcast's two-phase claim()). From then on the published hint is always found
+  /// by scanning the stamps (advance_published_hint()).
+  uint64_t claim_deferred(uint64_t n = 1) {
+    // relaxed: what matters is that the owner's own later fills see it, and those come
+    // after this store in its program order. A non-owner's claim revokes ownership.
+    deferred_claims_.store(true, std::memory_order_relaxed);
+    return claim(n);
   }
 
   /// Fills the claimed `seq` and makes it visible. Every claimed sequence must be
@@ -265,14 +277,29 @@ class BroadcastRing {
         light_barrier();
         ring->data_parker_.notify_if_waiting();
         // Keep the published hint close, so published_cursor() scans a short distance.
-        if ((seq & (kHintStride - 1)) == 0) ring->advance_published_hint();
+        if ((seq & (kHintStride - 1)) == 0) ring->advance_published_hint(seq);
       }
     } notify{this, seq};
     write(slot);
     return true;
   }
 
-  [[gnu::noinline]] void advance_published_hint() noexcept { (void)published_cursor(); }
+  /// Called by the producer that just completed `seq`. A sole producer (the sequencer's
+  /// owner) that never deferred a fill claimed every sequence before `seq` itself and
+  /// completed each before claiming the next (claim() callers fill at once; a fill that
+  /// close() made fail ends its publishing): `seq` is the published prefix, no scan
+  /// needed. The scan was a quarter of a single producer's time at 1 -> 1.
+  [[gnu::noinline]] void advance_published_hint(uint64_t seq) noexcept {
+    // relaxed: see claim_deferred(); owned_by_this_thread() has its own argument.
+    if (!deferred_claims_.load(std::memory_order_relaxed) && sequencer_.owned_by_this_thread()) {
+      // release: pairs with the acquire load in published_cursor(), so a reader of the
+      // hint sees every stamp up to `seq`. A plain store suffices: nothing after `seq`
+      // is complete yet, so no concurrent published_cursor() has moved the hint past it.
+      published_hint_.store(seq, std::memory_order_release);
+      return;
+    }
+    (void)published_cursor();
+  }
 
   [[noreturn, gnu::noinline, gnu::cold]] static void throw_publish_after_close() {
     throw std::logic_error("Broadcast: publish after close()");
@@ -354,7 +381,9 @@ class BroadcastRing {
   const uint64_t gate_stride_;  // a power of two
 
   Sequencer sequencer_;
+  // Invariant: every sequence <= published_hint_ is complete. It only lags behind.
   alignas(kCacheLine) std::atomic<uint64_t> published_hint_{0};
+  std::atomic<bool> deferred_claims_{false};  // set for good by claim_deferred()
   alignas(kCacheLine) std::atomic<uint64_t> gate_cache_{kNoGate};
   alignas(kCacheLine) std::atomic<bool> closed_{false};
   // Read by subscribers once closed_ is set: closed_at_ is written once, by close();

@@ -64,6 +64,15 @@ class Sequencer {
   /// visible to other threads before the claimer's next load, without heavy_barrier().
   bool shared() const noexcept { return owner_.load() == kShared; }
 
+  /// True when the calling thread owns the sequencer, so every sequence claimed so far
+  /// was claimed by this thread (ownership is taken once, before the first claim, and
+  /// never comes back once revoked). Conservative: false while a revocation is under way.
+  bool owned_by_this_thread() const noexcept {
+    // relaxed: a thread that claimed with a fetch_add saw kShared, and coherence keeps
+    // its later loads from returning its own older token; only its own claims matter.
+    return owner_.load(std::memory_order_relaxed) == this_thread_token();
+  }
+
   /// For readers of claimed() in a Dekker handshake: after their own seq_cst store,
   /// makes every claim made before it visible (see the class comment).
   void fence_for_readers() const noexcept {
