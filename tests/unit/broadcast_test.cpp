@@ -11,6 +11,7 @@
 #include <stop_token>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 namespace streamcache {
@@ -214,6 +215,19 @@ TEST(BroadcastClaim, ClaimOfZeroOrMoreThanTheCapacityThrowsNamingN) {
 // The published cursor skips its stamp scan for a sole producer that fills every claim at
 // once (BroadcastRing::advance_published_hint()). These pin the two claims that do not.
 
+TEST(BroadcastClaim, SoleProducersCursorIsExactAcrossTheHintStride) {
+  Broadcast<uint64_t> b;
+  for (uint64_t i = 1; i <= 255; ++i) b.publish(i);
+  EXPECT_EQ(b.published_cursor(), 255u);
+  b.publish(256);  // the hint moves here
+  EXPECT_EQ(b.published_cursor(), 256u);
+  const std::vector<uint64_t> run(300, 7);
+  EXPECT_EQ(b.publish_batch(run), 257u);  // 512 lies inside the batch
+  EXPECT_EQ(b.published_cursor(), 556u);
+  Subscriber<uint64_t> late = b.subscribe();
+  EXPECT_EQ(late.next_seq(), 557u);
+}
+
 TEST(BroadcastClaim, CursorWaitsForTheSoleProducersOwnDeferredClaimAcrossManyPublishes) {
   Broadcast<int> b;
   auto sub = b.subscribe();
@@ -265,6 +279,58 @@ TEST(BroadcastClaim, CursorWaitsForASecondProducerStillFillingAcrossManyPublishe
   ASSERT_EQ(rest.size(), 590u);
   EXPECT_EQ(rest.front().value, 11);
   EXPECT_EQ(rest.back().value, 600);
+}
+
+// The same for trivially copyable values, whose publishes run no user code: a second
+// producer preempted between its claim and its fill, at the ring's level (no value type can
+// hold such a publish still).
+TEST(BroadcastClaim, CursorWaitsForASecondProducerPreemptedBetweenClaimAndFill) {
+  detail::BroadcastRing<uint64_t> ring(4096, /*block_producers=*/false, detail::WaitMode::kBlocking);
+  const auto publish = [&ring](uint64_t v) {
+    const uint64_t seq = ring.claim();
+    ring.publish_claimed(seq, uint64_t{v});
+    return seq;
+  };
+  for (uint64_t i = 1; i <= 10; ++i) publish(i);  // this thread owns the sequencer
+  uint64_t preempted = 0;
+  std::thread([&] { preempted = ring.claim(); }).join();  // claimed, not yet filled
+  EXPECT_EQ(preempted, 11u);
+  for (uint64_t i = 12; i <= 600; ++i) EXPECT_EQ(publish(i), i);
+  EXPECT_EQ(ring.published_cursor(), 10u);
+  ring.publish_claimed(preempted, uint64_t{11});
+  EXPECT_EQ(ring.published_cursor(), 600u);
+}
+
+// A value whose move publishes more messages to the same Broadcast, from inside the publish
+// of the outer one (which is claimed, and unfilled until the move returns).
+struct ReentrantPublish {
+  Broadcast<ReentrantPublish>* target = nullptr;
+  int nested = 0;
+  uint64_t cursor_seen_inside = ~uint64_t{0};
+  ReentrantPublish() = default;
+  ReentrantPublish(Broadcast<ReentrantPublish>* t, int n) : target(t), nested(n) {}
+  ReentrantPublish(const ReentrantPublish&) = default;
+  ReentrantPublish& operator=(const ReentrantPublish&) = default;
+  // Publishes once, in the first move (the one into the slot); later copies and moves
+  // (the subscriber's) carry what it saw.
+  ReentrantPublish(ReentrantPublish&& other) noexcept
+      : target(other.target), cursor_seen_inside(other.cursor_seen_inside) {
+    const int to_publish = std::exchange(other.nested, 0);
+    for (int i = 0; i < to_publish; ++i) target->publish(ReentrantPublish());
+    if (to_publish > 0) cursor_seen_inside = target->published_cursor();
+  }
+  ReentrantPublish& operator=(ReentrantPublish&&) noexcept = default;
+};
+
+TEST(BroadcastClaim, CursorWaitsForAnOuterPublishWhoseValuePublishesMore) {
+  Broadcast<ReentrantPublish> b;
+  auto sub = b.subscribe();
+  EXPECT_EQ(b.publish(ReentrantPublish(&b, 300)), 1u);  // 2 .. 301 published inside, 256 among them
+  Received<ReentrantPublish> first = sub.try_recv();
+  ASSERT_EQ(first.status, RecvStatus::kOk);
+  EXPECT_EQ(first.seq, 1u);
+  EXPECT_EQ(first.value->cursor_seen_inside, 0u);  // sequence 1 was still being filled
+  EXPECT_EQ(b.published_cursor(), 301u);
 }
 
 // --- publish_batch -------------------------------------------------------------------------

@@ -69,7 +69,7 @@ class BroadcastRing {
 
   /// Reserves the next `n` sequences (1 <= n <= capacity, checked by the caller) and
   /// returns the first. The caller fills them at once, in order, on this thread
-  /// (publish(), publish_batch(), StreamingMap); any other use is claim_deferred().
+  /// (Broadcast's publish() and publish_batch()); any other use is claim_deferred().
   /// kBlock: waits until their slots are free for every live subscriber. Throws
   /// std::logic_error once closed (also when close() interrupts the wait; those
   /// sequences then stay unpublished, which only matters after close).
@@ -150,6 +150,23 @@ class BroadcastRing {
   template <class Sink>
   ReadStatus read(uint64_t seq, Sink&& sink) const {
     return slots_[seq & mask_].read(seq, std::forward<Sink>(sink));
+  }
+
+  /// read() for seq, seq + 1, ... while they are readable, at most `max` of them. Returns
+  /// how many went to `sink`; `stop` says why the next one did not (kOk: `max` reached).
+  template <class Sink>
+  [[gnu::always_inline]] size_t read_run(uint64_t seq, size_t max, ReadStatus& stop, Sink&& sink) const {
+    // In locals: the caller's sink may store through pointers the compiler cannot tell
+    // apart from our members, which it would then reload for every message.
+    const Slot* const slots = slots_.get();
+    const uint64_t mask = mask_;
+    stop = ReadStatus::kOk;
+    size_t n = 0;
+    for (; n < max; ++n) {
+      stop = slots[(seq + n) & mask].read(seq + n, sink);
+      if (stop != ReadStatus::kOk) break;
+    }
+    return n;
   }
 
   /// True when `seq` is complete (so read() returns kOk or kOverwritten).
@@ -289,13 +306,20 @@ class BroadcastRing {
   /// completed each before claiming the next (claim() callers fill at once; a fill that
   /// close() made fail ends its publishing): `seq` is the published prefix, no scan
   /// needed. The scan was a quarter of a single producer's time at 1 -> 1.
+  /// Only for seqlock slots: their values are trivially copyable, so no user code runs
+  /// inside a publish. A T whose copy, move or destructor publishes to the same Broadcast
+  /// would claim and complete a later sequence while the outer one is still unfilled.
   [[gnu::noinline]] void advance_published_hint(uint64_t seq) noexcept {
     // relaxed: see claim_deferred(); owned_by_this_thread() has its own argument.
-    if (!deferred_claims_.load(std::memory_order_relaxed) && sequencer_.owned_by_this_thread()) {
+    if (kUseSeqlock<T> && !deferred_claims_.load(std::memory_order_relaxed) && sequencer_.owned_by_this_thread()) {
+      // Only forward: ownership may have been revoked since we looked, and a reader may
+      // already have moved the hint past `seq` over other producers' sequences.
       // release: pairs with the acquire load in published_cursor(), so a reader of the
-      // hint sees every stamp up to `seq`. A plain store suffices: nothing after `seq`
-      // is complete yet, so no concurrent published_cursor() has moved the hint past it.
-      published_hint_.store(seq, std::memory_order_release);
+      // hint sees every stamp up to `seq`.
+      uint64_t hint = published_hint_.load(std::memory_order_relaxed);  // relaxed: the CAS re-checks it
+      while (hint < seq && !published_hint_.compare_exchange_weak(hint, seq, std::memory_order_release,
+                                                                  std::memory_order_relaxed)) {
+      }
       return;
     }
     (void)published_cursor();
