@@ -156,8 +156,8 @@ class BroadcastRing {
   /// how many went to `sink`; `stop` says why the next one did not (kOk: `max` reached).
   template <class Sink>
   [[gnu::always_inline]] size_t read_run(uint64_t seq, size_t max, ReadStatus& stop, Sink&& sink) const {
-    // In locals: the caller's sink may store through pointers the compiler cannot tell
-    // apart from our members, which it would then reload for every message.
+    // In locals: after each stamp load (an acquire) the compiler must reload members,
+    // which another thread might have written, and the sink's stores may alias them.
     const Slot* const slots = slots_.get();
     const uint64_t mask = mask_;
     stop = ReadStatus::kOk;
