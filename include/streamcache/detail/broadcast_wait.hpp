@@ -130,10 +130,12 @@ WaitOutcome await_condition(WaitMode mode, Parker& parker, Ready&& ready,
                             std::optional<std::chrono::microseconds> park_slice = std::nullopt) {
   // Spinning first pays off when the other side is mid-operation (nanoseconds);
   // yielding next lets a descheduled other side run on a busy machine; beyond that,
-  // a kBlocking waiter gives its core back. The spin is short (about a microsecond):
-  // with more threads than cores, 64 pauses per wait left the producer without a core
-  // (1 producer -> 4 subscribers on 2 cores: 64 M msg/s with 64 spins, 190 with 16).
-  constexpr uint32_t kSpinsBeforeYield = 16;
+  // a kBlocking waiter gives its core back. The spin is two pauses: with more threads
+  // than cores, every pause is taken from a producer that shares the core. Measured on
+  // 2 cores (docs/notes/broadcast.md, sessions 12-13): 64 pauses starved 1 -> 4; against
+  // 16, two gave 2 -> 2 +35-50% in the machine's fast state and the same in its slow
+  // one, at the cost of 5-12% on 1 -> 4 with batches there.
+  constexpr uint32_t kSpinsBeforeYield = 2;
   constexpr uint32_t kRoundsBeforePark = 128;
 
   struct Waker {
