@@ -128,7 +128,7 @@ class Subscriber {
           break;
         }
         detail::ReadStatus status;
-        if constexpr (detail::kUseSeqlock<T>) {
+        if constexpr (kAppendsRuns) {
           const size_t n = append_run(out, max - appended, status);
           next_ += n;
           appended += n;
@@ -191,20 +191,28 @@ class Subscriber {
     gate_.reset();
   }
 
-  /// recv_batch()'s reads for trivially copyable T: a run of messages from next_ (at most
-  /// `max`) goes to a local chunk, appended to `out` at once. Pushed one by one, the
-  /// vector's end pointer made a store-to-load round trip through memory per message (each
-  /// stamp load is an acquire, after which the compiler must reload `out`): 1.3 ns per
-  /// message against 0.9 in one thread, and 1 -> 4 batches +15-25%. Appends and returns
-  /// the count, and leaves next_ to the caller; if the append throws, nothing was taken.
+  /// Whether recv_batch() reads runs through append_run(): values in seqlock slots
+  /// (trivially copyable) that vector::insert can take (it needs them assignable).
+  static constexpr bool kAppendsRuns = detail::kUseSeqlock<T> && std::is_copy_assignable_v<T>;
+
+  /// recv_batch()'s reads when kAppendsRuns: copies the run of readable messages from
+  /// next_ (at most `max`, and at most one chunk) into a local chunk and appends it to `out`
+  /// at once. Pushed one by one, each message cost a store-to-load round trip through the
+  /// vector's end pointer, which every stamp load (an acquire) forced back to memory
+  /// (docs/notes/broadcast.md, session 13). Returns the count and leaves next_ to the
+  /// caller: if the append throws, this chunk is neither lost nor taken.
   size_t append_run(std::vector<T>& out, size_t max, detail::ReadStatus& status)
-    requires detail::kUseSeqlock<T>
+    requires kAppendsRuns
   {
-    constexpr size_t kChunk = std::max<size_t>(1, 512 / sizeof(T));  // at most 512 bytes of stack
-    T chunk[kChunk];
+    constexpr size_t kChunk = std::max<size_t>(1, 512 / sizeof(T));  // 512 bytes, or one T if larger
+    union Chunk {
+      Chunk() {}  // leaves the items unconstructed: T's default constructor need not be free
+      T items[kChunk];
+    } chunk;
     size_t filled = 0;
-    const size_t n = ring_->read_run(next_, std::min(kChunk, max), status, [&](const T& v) { chunk[filled++] = v; });
-    out.insert(out.end(), chunk, chunk + n);
+    const size_t n = ring_->read_run(next_, std::min(kChunk, max), status,
+                                     [&](const T& v) { std::construct_at(chunk.items + filled++, v); });
+    out.insert(out.end(), chunk.items, chunk.items + n);
     return n;
   }
 

@@ -3,6 +3,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <memory>
@@ -11,6 +12,7 @@
 #include <stop_token>
 #include <string>
 #include <thread>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -905,6 +907,40 @@ TEST(BroadcastTypes, CarriesStringsSharedPointersAndStructs) {
   Received<Pod> pr = pp.recv();
   EXPECT_EQ(pr.value->a, 1);
   EXPECT_STREQ(pr.value->c, "twenty-ish chars");
+}
+
+// recv_batch reads trivially copyable values in chunks (Subscriber::append_run): values
+// larger than a chunk, values whose default constructor is not trivial, and values it
+// cannot assign (which take the one-by-one path) all arrive whole and in order.
+struct Big {
+  uint64_t seq = 0;
+  std::array<char, 700> pad{};  // larger than a chunk's 512 bytes
+};
+struct Initialised {
+  uint64_t seq = 7;  // a default member initialiser: not trivially default-constructible
+  double weight = 0.5;
+};
+struct Unassignable {
+  const uint64_t seq = 0;
+};
+static_assert(std::is_trivially_copyable_v<Initialised> && !std::is_trivially_default_constructible_v<Initialised>);
+static_assert(std::is_trivially_copyable_v<Unassignable> && !std::is_copy_assignable_v<Unassignable>);
+
+template <class V>
+void expect_batches_deliver_in_order() {
+  Broadcast<V> b(BroadcastOptions{.capacity = 256});
+  auto sub = b.subscribe();
+  for (uint64_t i = 1; i <= 200; ++i) b.publish(V{i});
+  std::vector<V> got;
+  while (got.size() < 200) ASSERT_GT(sub.recv_batch(got, 150), 0u);
+  for (uint64_t i = 0; i < got.size(); ++i) ASSERT_EQ(got[i].seq, i + 1);
+  EXPECT_EQ(sub.next_seq(), 201u);
+}
+
+TEST(BroadcastTypes, BatchesCarryLargeInitialisedAndUnassignableValuesInOrder) {
+  expect_batches_deliver_in_order<Big>();
+  expect_batches_deliver_in_order<Initialised>();
+  expect_batches_deliver_in_order<Unassignable>();
 }
 
 // A lagging reader copies a std::string slot while a producer overwrites it: each

@@ -153,18 +153,18 @@ class BroadcastRing {
   }
 
   /// read() for seq, seq + 1, ... while they are readable, at most `max` of them. Returns
-  /// how many went to `sink`; `stop` says why the next one did not (kOk: `max` reached).
+  /// how many went to `sink`; `status` says why the next one did not (kOk: `max` reached).
   template <class Sink>
-  [[gnu::always_inline]] size_t read_run(uint64_t seq, size_t max, ReadStatus& stop, Sink&& sink) const {
+  [[gnu::always_inline]] size_t read_run(uint64_t seq, size_t max, ReadStatus& status, Sink&& sink) const {
     // In locals: after each stamp load (an acquire) the compiler must reload members,
     // which another thread might have written, and the sink's stores may alias them.
     const Slot* const slots = slots_.get();
     const uint64_t mask = mask_;
-    stop = ReadStatus::kOk;
+    status = ReadStatus::kOk;
     size_t n = 0;
     for (; n < max; ++n) {
-      stop = slots[(seq + n) & mask].read(seq + n, sink);
-      if (stop != ReadStatus::kOk) break;
+      status = slots[(seq + n) & mask].read(seq + n, sink);
+      if (status != ReadStatus::kOk) break;
     }
     return n;
   }

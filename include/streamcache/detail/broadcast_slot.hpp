@@ -8,7 +8,9 @@
 //                finding one means the message is being overwritten, i.e. lag.
 #pragma once
 
+#include <array>
 #include <atomic>
+#include <bit>
 #include <cstdint>
 #include <cstring>
 #include <new>
@@ -99,9 +101,11 @@ class SeqlockSlot : public SlotStamp {
     // copied, the re-check below sees its stamp.
     std::atomic_thread_fence(std::memory_order_acquire);
     if (stamp_.load(std::memory_order_relaxed) != want) return ReadStatus::kOverwritten;  // relaxed: ordered by the fence above
-    T value;
-    std::memcpy(&value, words, sizeof(T));
-    sink(value);
+    // Through bytes and bit_cast rather than a memcpy into a T: a T with a const member
+    // cannot be written that way.
+    std::array<unsigned char, sizeof(T)> bytes;
+    std::memcpy(bytes.data(), words, sizeof(T));
+    sink(std::bit_cast<T>(bytes));
     return ReadStatus::kOk;
   }
 
