@@ -937,10 +937,32 @@ void expect_batches_deliver_in_order() {
   EXPECT_EQ(sub.next_seq(), 201u);
 }
 
-TEST(BroadcastTypes, BatchesCarryLargeInitialisedAndUnassignableValuesInOrder) {
+// Trivially copyable without a default constructor: still a seqlock slot.
+struct NoDefault {
+  explicit NoDefault(uint64_t s) : seq(s) {}
+  uint64_t seq;
+};
+static_assert(std::is_same_v<detail::SlotFor<NoDefault>, detail::SeqlockSlot<NoDefault>>);
+
+TEST(BroadcastTypes, BatchesCarryLargeInitialisedUnassignableAndNoDefaultValuesInOrder) {
   expect_batches_deliver_in_order<Big>();
   expect_batches_deliver_in_order<Initialised>();
   expect_batches_deliver_in_order<Unassignable>();
+  expect_batches_deliver_in_order<NoDefault>();
+}
+
+TEST(BroadcastTypes, ValueWithoutDefaultConstructorLagsAndRecoversInASeqlockRing) {
+  Broadcast<NoDefault> b(BroadcastOptions{.capacity = 4});
+  auto sub = b.subscribe();
+  for (uint64_t i = 1; i <= 10; ++i) b.publish(NoDefault(i));
+  Received<NoDefault> lag = sub.try_recv();
+  ASSERT_EQ(lag.status, RecvStatus::kLagged);
+  EXPECT_EQ(lag.missed, 6u);
+  for (uint64_t want = 7; want <= 10; ++want) {
+    Received<NoDefault> r = sub.try_recv();
+    ASSERT_EQ(r.status, RecvStatus::kOk);
+    EXPECT_EQ(r.value->seq, want);
+  }
 }
 
 // A lagging reader copies a std::string slot while a producer overwrites it: each

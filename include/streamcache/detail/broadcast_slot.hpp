@@ -32,9 +32,10 @@ constexpr uint64_t writing_stamp(uint64_t seq) noexcept { return 2 * seq - 1; }
 
 enum class ReadStatus { kOk, kNotReady, kOverwritten };
 
+/// Values copied as bytes under a seqlock; any other T lives in a LockedSlot. (The read
+/// builds its value with bit_cast, so T needs no default constructor.)
 template <class T>
-inline constexpr bool kUseSeqlock =
-    std::is_trivially_copyable_v<T> && std::is_default_constructible_v<T>;
+inline constexpr bool kUseSeqlock = std::is_trivially_copyable_v<T>;
 
 /// The state both slot kinds share.
 class SlotStamp {
