@@ -24,8 +24,8 @@
 // documents no wait strategy, so the spin count is the one that measured best for the
 // spsc fan-out (session 12, 3 sittings, every case): limits of 1, 2 and 4 measured alike,
 // 16 and the 64 used until then were slower (1 -> 1 batches 47-54 and 41-52 against
-// 96-108 M msgs/s). Our ring's kBlocking waits spin 16 times (for it 4 measured alike and
-// 64 slower), yield, then sleep on a futex.
+// 96-108 M msgs/s). Our ring's kBlocking waits spin twice too (session 13: against 16,
+// faster with two producers in the machine's fast state), yield, then sleep on a futex.
 #pragma once
 
 #include <time.h>

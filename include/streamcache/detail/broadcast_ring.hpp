@@ -106,9 +106,11 @@ class BroadcastRing {
   /// (Broadcast's two-phase claim()). From then on the published hint is always found
   /// by scanning the stamps (advance_published_hint()).
   uint64_t claim_deferred(uint64_t n = 1) {
+    // Load first: the flag shares the hint's line, and StreamingMap's producers claim
+    // here on every publish; once set, nobody writes the line for it again.
     // relaxed: what matters is that the owner's own later fills see it, and those come
     // after this store in its program order. A non-owner's claim revokes ownership.
-    deferred_claims_.store(true, std::memory_order_relaxed);
+    if (!deferred_claims_.load(std::memory_order_relaxed)) deferred_claims_.store(true, std::memory_order_relaxed);
     return claim(n);
   }
 
