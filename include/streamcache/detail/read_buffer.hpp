@@ -38,7 +38,13 @@ namespace streamcache::detail {
 /// Records are non-zero by construction.
 class ReadBuffer {
  public:
-  static constexpr uint32_t kStripeSize = 32;  // records per stripe, a power of two
+  // Records per stripe, a power of two. A reader whose stripe fills tries the maintenance
+  // lock and drains, so this sets how many reads share one pass's fixed costs (the
+  // try-lock's line, which every draining reader writes, the statistics sum, the fences):
+  // read 100% at 2 threads measured +16-23% against 32, and 256 no better than 128
+  // (docs/notes/cache_benchmarks.md, session 14). Memory: 1 KiB per stripe, 4 stripes per
+  // CPU, at most 128 (CacheCore).
+  static constexpr uint32_t kStripeSize = 128;
 
   /// `stripes` owned stripes (rounded up to a power of two), and as many shared ones.
   explicit ReadBuffer(uint32_t stripes)
