@@ -220,6 +220,53 @@ TEST(StreamingMap, StreamFromOutsideTheRingRecoversChangesAndRemovals) {
   EXPECT_EQ(state, (std::map<std::string, int>{{"a", 10}, {"c", 3}, {"d", 4}, {"e", 5}, {"f", 6}, {"g", 7}}));
 }
 
+// The lag policy is waived only for what the ring no longer held when stream_from() was
+// called; lag after that call follows the policy (found by a review: every stream_from()
+// stream used to recover from any lag until its first live event).
+TEST(StreamingMap, StreamFromUnderErrorPolicyRecoversAContinuationTheRingNoLongerHolds) {
+  StreamingMapOptions options;
+  options.ring_capacity = 4;
+  options.lag = LagPolicy::kError;
+  StreamingMap<int, int> map(options);
+  for (int i = 0; i < 10; ++i) map.insert(i, i);  // the ring holds 7..10 only
+  std::vector<uint64_t> seqs;
+  for (const auto& e : map.stream_from(2)) {
+    EXPECT_EQ(e.kind, EventKind::kResync);
+    seqs.push_back(e.seq);
+    if (e.seq == 10) break;
+  }
+  EXPECT_EQ(seqs, (std::vector<uint64_t>{3, 4, 5, 6, 7, 8, 9, 10}));
+}
+
+TEST(StreamingMap, StreamFromUnderErrorPolicyThrowsOnLagAfterTheCall) {
+  StreamingMapOptions options;
+  options.ring_capacity = 4;
+  options.lag = LagPolicy::kError;
+  StreamingMap<int, int> map(options);
+  for (int i = 0; i < 3; ++i) map.insert(i, i);
+  auto caught_up = map.stream_from(map.last_seq());  // nothing to continue with yet
+  auto one_behind = map.stream_from(2);              // the ring holds 3
+  for (int i = 0; i < 20; ++i) map.insert(i, 100 + i);  // both lag before their first pull
+  try {
+    for (const auto& e : caught_up) {
+      ADD_FAILURE() << "delivered seq " << e.seq;
+      break;  // a recovering stream would go on to wait for more
+    }
+    FAIL() << "expected LaggedError";
+  } catch (const LaggedError& e) {
+    EXPECT_EQ(e.last_delivered_seq(), 3u);
+  }
+  auto it = one_behind.begin();  // held when stream_from() was called, so delivered
+  EXPECT_EQ(it->seq, 3u);
+  EXPECT_EQ(it->kind, EventKind::kUpsert);
+  try {
+    ++it;
+    FAIL() << "expected LaggedError";
+  } catch (const LaggedError& e) {
+    EXPECT_EQ(e.last_delivered_seq(), 3u);
+  }
+}
+
 TEST(StreamingMap, RecoveryResetsWhenRemovalsAreForgotten) {
   StreamingMapOptions options;
   options.ring_capacity = 2;  // also the removal log's length

@@ -162,7 +162,16 @@ class StreamingMapCore : public std::enable_shared_from_this<StreamingMapCore<K,
 
     void begin_resume(uint64_t after_seq) {
       next_live_ = after_seq + 1;
-      force_recovery_ = true;  // lag found at once is recovered whatever the policy
+      // The lag policy is waived only for a continuation the ring no longer holds when
+      // stream_from() is called (API.md); lag after that follows the policy. So look now,
+      // without waiting: kLagged means the ring lost some of it; a first event (kept for
+      // the first pull) or nothing new yet means it held all of it.
+      Received<EventT> first = sub_.try_recv();
+      force_recovery_ = first.status == RecvStatus::kLagged;
+      if (first.status == RecvStatus::kOk) {
+        live_.push_back(std::move(*first.value));
+        live_received_ = true;
+      }
     }
 
     /// Replaces `out` with the next events (at least one, at most `max`). Returns false
@@ -298,9 +307,11 @@ class StreamingMapCore : public std::enable_shared_from_this<StreamingMapCore<K,
     bool receive_live(std::vector<EventT>& out, size_t max, const std::stop_token& stop) {
       for (;;) {
         if (!recover_pending_) {
-          live_.clear();
-          const size_t n = sub_.recv_batch(live_, max, stop);
-          if (n == 0) return false;  // closed (the map is gone) or stopped
+          if (!std::exchange(live_received_, false)) {
+            live_.clear();
+            const size_t n = sub_.recv_batch(live_, max, stop);
+            if (n == 0) return false;  // closed (the map is gone) or stopped
+          }
           if (live_.front().seq != next_live_) {
             recover_pending_ = true;  // lagged
           } else {
@@ -362,6 +373,7 @@ class StreamingMapCore : public std::enable_shared_from_this<StreamingMapCore<K,
     bool end_marker_pending_ = false;
     bool reset_pending_ = false;
     bool recover_pending_ = false;  // lagged, or a lost-removal marker follows what was delivered
+    bool live_received_ = false;    // live_ holds begin_resume()'s first event, not yet delivered
 
     bool pass_active_ = false;
     bool pass_all_ = true;
