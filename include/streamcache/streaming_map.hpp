@@ -59,7 +59,9 @@ class StreamingMap {
   std::shared_ptr<const V> get(const K& key) { return core_->get(key); }
 
   /// Removes `key`; true if it was present (and not expired). A successful removal takes
-  /// the next sequence and is streamed as kRemove unless publish_removals is false.
+  /// the next sequence and is streamed as kRemove unless publish_removals is false. An
+  /// expired key found here returns false and leaves as an expiry: with publish_expirations
+  /// that takes a sequence too, and is streamed as kRemove all the same.
   bool remove(const K& key) { return core_->remove(key); }
 
   /// The highest published mutation's sequence; initial_seq before any mutation.

@@ -22,19 +22,27 @@ enum class EventKind {
 
 template <class K, class V>
 struct Event {
-  uint64_t seq = 0;   ///< the mutation's logical timestamp; strictly increasing per stream
+  /// The mutation's logical timestamp; strictly increasing per stream, with two
+  /// exceptions: the whole state relisted after a kReset restarts the order (its kResync
+  /// events may be older than the kReset's seq, which is the relisting's cutoff), and
+  /// kSnapshotEnd repeats the cutoff, which the last kSnapshot may carry too. To resume with
+  /// stream_from(), keep the seq of the last event applied other than kReset.
+  uint64_t seq = 0;
   EventKind kind = EventKind::kUpsert;
   K key{};
   std::shared_ptr<const V> value;  ///< shared with the map and every subscriber; null for kRemove
 };
 
 enum class LagPolicy {
-  kResync,  ///< recover from the map (kResync / kRemove, or kReset + the whole state)
+  kResync,  ///< recover from the map (kResync / kRemove, or kReset + the whole state); also
+            ///< how a stream gets past a removal lost to a throwing key copy (LaggedError)
   kError,   ///< throw LaggedError from the stream
 };
 
 /// Thrown by a LagPolicy::kError stream whose subscriber fell more than ring_capacity
-/// behind. Resume with stream_from(last_delivered_seq()).
+/// behind, or, without any lag, when maintenance could not tell an expiry or eviction
+/// because copying its key threw (publish_expirations; the removal is lost to the ring).
+/// Resume with stream_from(last_delivered_seq()): that recovers from the map.
 class LaggedError : public std::runtime_error {
  public:
   explicit LaggedError(uint64_t last_delivered)

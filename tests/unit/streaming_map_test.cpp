@@ -287,6 +287,41 @@ TEST(StreamingMap, RecoveryResetsWhenRemovalsAreForgotten) {
   EXPECT_THAT(events, ::testing::ElementsAre(Seen{7, EventKind::kReset, "", std::nullopt}, Seen{7, EventKind::kResync, "d", 4}));
 }
 
+// The resume rule on Event::seq: a consumer disconnected in the middle of a relisting
+// resumes from the last seq it applied other than the kReset's, and ends with the map's state.
+TEST(StreamingMap, ResumingInsideARelistingFromTheLastNonResetSeqCompletesTheState) {
+  for (const size_t relisted_before_disconnect : {0, 1, 2}) {
+    SCOPED_TRACE(relisted_before_disconnect);
+    StreamingMapOptions options;
+    options.ring_capacity = 2;  // also the removal log's length
+    StreamingMap<int, int> map(options);
+    std::map<int, int> state;
+    for (int k = 0; k < 6; ++k) {
+      map.insert(k, k);  // 1..6: the consumer has applied these
+      state[k] = k;
+    }
+    map.remove(0);
+    map.remove(1);
+    map.remove(2);  // 7..9: the removal log no longer reaches back to 6
+    uint64_t last = 6;
+    size_t relisted = 0;
+    for (const auto& e : map.stream_from(last)) {
+      apply(state, e);
+      if (e.kind != EventKind::kReset) last = e.seq;
+      if (e.kind == EventKind::kResync) ++relisted;
+      if (e.kind != EventKind::kSnapshotEnd && relisted == relisted_before_disconnect) break;
+    }
+    map.insert(9, 9);   // 10: changes while disconnected, still in the ring
+    map.insert(3, 30);  // 11
+    std::stop_source stop;
+    for (const auto& e : map.stream_from(last, stop.get_token())) {
+      apply(state, e);
+      if (e.seq == map.last_seq() && e.kind != EventKind::kReset) break;
+    }
+    EXPECT_EQ(state, (std::map<int, int>{{3, 30}, {4, 4}, {5, 5}, {9, 9}}));
+  }
+}
+
 TEST(StreamingMap, LaggingStreamResyncsToTheMapsState) {
   StreamingMapOptions options;
   options.ring_capacity = 8;
@@ -380,6 +415,24 @@ TEST(StreamingMap, PublishedExpirationsBecomeRemovals) {
   EXPECT_EQ(map.last_seq(), 2u);
   ++it;
   EXPECT_EQ(seen(*it), (Seen{2, EventKind::kRemove, "a", std::nullopt}));
+}
+
+TEST(StreamingMap, RemovingAnExpiredKeyReturnsFalseAndStreamsTheExpiry) {
+  auto clock = std::make_shared<ManualClock>();
+  StreamingMapOptions options;
+  options.time_to_live = seconds(10);
+  options.clock = clock;
+  options.publish_expirations = true;
+  Map map(options);
+  map.insert("a", 1);
+  clock->advance(seconds(10));
+  EXPECT_FALSE(map.remove("a"));  // absent to the caller...
+  map.run_pending_tasks();
+  EXPECT_EQ(map.last_seq(), 2u);  // ...but its expiry took a sequence, once
+  for (const Ev& e : map.stream_from(1)) {
+    EXPECT_EQ(seen(e), (Seen{2, EventKind::kRemove, "a", std::nullopt}));
+    break;
+  }
 }
 
 TEST(StreamingMap, ExpiredEntriesLeaveTheHistory) {
