@@ -8,7 +8,8 @@
 //  - every event against the history + live rule: history = the state at the cutoff in
 //    sequence order (a key changed later may be left out), then live events in order with
 //    no gap while the ring cannot have overflowed, no duplicate, each event equal to the
-//    mutation logged at its seq; kResync / kReset / LaggedError only after possible lag;
+//    mutation logged at its seq; kResync / kReset / LaggedError only after possible lag,
+//    and under kError recovery only in a stream_from() whose continuation had left the ring;
 //  - after catching up, the consumer's rebuilt state equals the map (get() of every key,
 //    the very shared_ptr the events carried).
 // Any disagreement prints the step and the stream, and aborts.

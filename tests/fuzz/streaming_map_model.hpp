@@ -247,9 +247,13 @@ class StreamChecker {
     s.position_ = after;
     s.delivered_top_ = after;
     s.last_ = after;
-    s.forced_window_ = true;
-    // The ring still holds after + 1 onward: the continuation is plain live events.
-    if (m.last_seq() - after <= c.ring) s.known_next_ = after + 1;
+    // The ring still holds after + 1 onward: the continuation is plain live events, and lag
+    // after the call follows the policy. Otherwise it recovers whatever the policy.
+    if (m.last_seq() - after <= c.ring) {
+      s.known_next_ = after + 1;
+    } else {
+      s.forced_window_ = true;
+    }
     s.position_exact_ = s.known_next_.has_value();
     s.after_mutation(m);
     return s;
@@ -466,7 +470,7 @@ class StreamChecker {
     if (std::string err = end_history(m); !err.empty()) return err;
     if (!lag_possible_) return "recovery although the ring cannot have overwritten anything unread";
     if (config_.lag == LagPolicy::kError && !forced_window_) {
-      return "recovery in a kError stream (only stream_from's first catch-up may recover)";
+      return "recovery in a kError stream (only a stream_from whose continuation had left the ring may recover)";
     }
     known_next_.reset();
     position_exact_ = false;
@@ -517,7 +521,8 @@ class StreamChecker {
   uint64_t delivered_top_ = 0;   // the highest seq delivered in an event (not kReset)
   std::optional<uint64_t> known_next_;  // without lag, the next live event's seq
   bool lag_possible_ = false;
-  bool forced_window_ = false;   // stream_from before its first live event: recovers whatever the policy
+  bool forced_window_ = false;   // stream_from whose continuation had left the ring, before its
+                                 // first live event: recovers whatever the policy
   std::optional<size_t> limit_;  // stream_n
   size_t counted_ = 0;            // events but kSnapshotEnd
   size_t events_ = 0;

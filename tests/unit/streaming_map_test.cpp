@@ -398,13 +398,17 @@ TEST(StreamingMap, CompactTimestampsSurviveThe32BitWrap) {
   EXPECT_EQ(history, seqs);
 }
 
-TEST(StreamingMap, PublishedExpirationsBecomeRemovals) {
-  auto clock = std::make_shared<ManualClock>();
+StreamingMapOptions published_ttl_of_10s(std::shared_ptr<ManualClock> clock) {
   StreamingMapOptions options;
   options.time_to_live = seconds(10);
-  options.clock = clock;
+  options.clock = std::move(clock);
   options.publish_expirations = true;
-  Map map(options);
+  return options;
+}
+
+TEST(StreamingMap, PublishedExpirationsBecomeRemovals) {
+  auto clock = std::make_shared<ManualClock>();
+  Map map(published_ttl_of_10s(clock));
   map.insert("a", 1);
   auto gen = map.stream_n(2);
   auto it = gen.begin();
@@ -419,11 +423,7 @@ TEST(StreamingMap, PublishedExpirationsBecomeRemovals) {
 
 TEST(StreamingMap, RemovingAnExpiredKeyReturnsFalseAndStreamsTheExpiry) {
   auto clock = std::make_shared<ManualClock>();
-  StreamingMapOptions options;
-  options.time_to_live = seconds(10);
-  options.clock = clock;
-  options.publish_expirations = true;
-  Map map(options);
+  Map map(published_ttl_of_10s(clock));
   map.insert("a", 1);
   clock->advance(seconds(10));
   EXPECT_FALSE(map.remove("a"));  // absent to the caller...
@@ -719,6 +719,24 @@ TEST(StreamingMap, ExpiryWhoseKeyCopyThrowsIsReportedAsLagUnderKError) {
     FAIL() << "expected LaggedError";
   } catch (const LaggedError& e) {
     EXPECT_EQ(e.last_delivered_seq(), 3u);  // the expiry published at 3; the lost one took 4
+  }
+  // Resuming recovers from a marker published before the call, whatever the policy: with
+  // the lag policy applied, a kError consumer would get LaggedError on every resume.
+  for (const uint64_t after : {3u, 2u}) {
+    SCOPED_TRACE(after);
+    std::vector<EventKind> kinds;
+    for (const auto& e : map.stream_from(after)) {
+      kinds.push_back(e.kind);
+      if (e.kind == EventKind::kResync) break;  // key 3, the whole state after the kReset
+    }
+    std::vector<EventKind> expected{EventKind::kReset, EventKind::kResync};
+    if (after == 2) expected.insert(expected.begin(), EventKind::kRemove);  // the expiry at 3, live
+    EXPECT_EQ(kinds, expected);
+  }
+  for (const auto& e : map.stream_from(4)) {  // past the marker: plain live events
+    EXPECT_EQ(e.seq, 5u);
+    EXPECT_EQ(e.kind, EventKind::kUpsert);
+    break;
   }
 }
 

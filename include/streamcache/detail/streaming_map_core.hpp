@@ -136,7 +136,7 @@ class StreamingMapCore : public std::enable_shared_from_this<StreamingMapCore<K,
     }
     const uint64_t from = after_seq < options_.initial_seq ? 0 : after_seq - options_.initial_seq;
     auto reader = std::make_unique<Reader>(this->shared_from_this(), ring_.subscribe_from(from + 1));
-    reader->begin_resume(std::max(after_seq, options_.initial_seq));
+    reader->begin_resume(std::max(after_seq, options_.initial_seq), last);
     return reader;
   }
 
@@ -160,12 +160,16 @@ class StreamingMapCore : public std::enable_shared_from_this<StreamingMapCore<K,
       cutoff_ = cutoff;
     }
 
-    void begin_resume(uint64_t after_seq) {
+    /// `published` is last_seq() when stream_from() was called.
+    void begin_resume(uint64_t after_seq, uint64_t published) {
       next_live_ = after_seq + 1;
       // The lag policy is waived only for a continuation the ring no longer holds when
       // stream_from() is called (API.md); lag after that follows the policy. So look now,
       // without waiting: kLagged means the ring lost some of it; a first event (kept for
-      // the first pull) or nothing new yet means it held all of it.
+      // the first pull) or nothing new yet means it held all of it. A lost-removal marker
+      // is such a loss too when it was published by then (receive_live()): otherwise a
+      // kError consumer resuming before one would get LaggedError on every resume.
+      waive_markers_through_ = published;
       Received<EventT> first = sub_.try_recv();
       force_recovery_ = first.status == RecvStatus::kLagged;
       if (first.status == RecvStatus::kOk) {
@@ -320,12 +324,14 @@ class StreamingMapCore : public std::enable_shared_from_this<StreamingMapCore<K,
             const auto lost = std::find_if(live_.begin(), live_.end(),
                                            [](const EventT& e) { return e.kind == EventKind::kReset; });
             recover_pending_ = lost != live_.end();
+            const bool waived = recover_pending_ && lost->seq <= waive_markers_through_;
             if (lost != live_.begin()) {
               next_live_ = std::prev(lost)->seq + 1;
-              force_recovery_ = false;
+              force_recovery_ = waived;
               for (auto e = live_.begin(); e != lost; ++e) out.push_back(std::move(*e));
               return true;
             }
+            force_recovery_ = force_recovery_ || waived;
           }
         }
         recover_pending_ = false;
@@ -370,6 +376,7 @@ class StreamingMapCore : public std::enable_shared_from_this<StreamingMapCore<K,
     uint64_t next_live_ = 1;
     uint64_t cutoff_ = 0;
     bool force_recovery_ = false;
+    uint64_t waive_markers_through_ = 0;  // stream_from(): markers up to last_seq() at the call
     bool end_marker_pending_ = false;
     bool reset_pending_ = false;
     bool recover_pending_ = false;  // lagged, or a lost-removal marker follows what was delivered
