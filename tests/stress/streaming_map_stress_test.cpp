@@ -9,6 +9,7 @@
 #include <map>
 #include <random>
 #include <stop_token>
+#include <string>
 #include <type_traits>
 #include <thread>
 #include <vector>
@@ -86,12 +87,97 @@ Outcome consume(Map& map, std::stop_token stop, unsigned seed) {
   return out;
 }
 
+// A LagPolicy::kError consumer that resumes with stream_from(): after each LaggedError from
+// the seq it reports, and (20 times) after `disconnect_every` events from the last seq it
+// applied other than a kReset's (the rule on Event::seq). Each stream is made on this thread and
+// iterated on a new one. A stream whose first event is the live seq after its start had its
+// continuation in the ring at the call: lag after that must throw, never recover.
+template <class Map>
+Outcome consume_resuming(Map& map, std::stop_token stop, unsigned seed) {
+  std::mt19937 rng(seed);
+  std::this_thread::sleep_for(std::chrono::microseconds(rng() % 20'000));
+  Outcome out;
+  uint64_t last = 0;
+  bool started = false;
+  bool seen_sentinel = false;
+  const size_t disconnect_every = 50 + rng() % 200;
+  // Bounded: a resume inside a relisting may relist again from the start (when the removal
+  // log no longer reaches back), so disconnecting every n events for ever could livelock.
+  int disconnects_left = 20;
+  while (!seen_sentinel && !stop.stop_requested()) {
+    auto events = started ? map.stream_from(last, stop) : map.stream(stop);
+    const uint64_t start = last;
+    const bool resumed = started;
+    started = true;
+    std::thread reader([&] {
+      auto violation = [&](const std::string& what) {
+        if (out.violations.size() < 5) out.violations.push_back(what);
+      };
+      bool relisting = false;
+      uint64_t relist_last = 0;
+      bool started_live = false;
+      size_t n = 0;
+      try {
+        for (const Event<int, int>& e : events) {
+          ++out.events;
+          if (++n == 1) started_live = resumed && e.kind == EventKind::kUpsert && e.seq == start + 1;
+          if (e.kind == EventKind::kReset || e.kind == EventKind::kResync) {
+            if (started_live) violation("recovery in a kError stream resumed inside the ring, at seq " + std::to_string(e.seq));
+            ++(e.kind == EventKind::kReset ? out.resets : out.resyncs);
+          }
+          if (e.kind == EventKind::kReset) {
+            relisting = true;
+            relist_last = 0;
+            out.state.clear();
+            continue;  // its seq is no place to resume from
+          }
+          if (relisting && e.kind == EventKind::kResync) {
+            if (e.seq <= relist_last) violation("relisting out of order at seq " + std::to_string(e.seq) + " after " + std::to_string(relist_last));
+            relist_last = e.seq;
+          }
+          if (e.kind == EventKind::kSnapshotEnd) {
+            last = e.seq;
+            continue;
+          }
+          if (!(relisting && e.kind == EventKind::kResync) && e.kind != EventKind::kSnapshot && e.seq <= last) {
+            violation("sequence did not increase at seq " + std::to_string(e.seq));
+          }
+          if (e.kind == EventKind::kUpsert || e.kind == EventKind::kRemove) relisting = false;
+          if (e.kind == EventKind::kRemove) {
+            out.state.erase(e.key);
+          } else {
+            out.state[e.key] = *e.value;
+          }
+          last = e.seq;
+          if (e.key == kSentinel) {  // written last, so delivered last however it comes
+            seen_sentinel = true;
+            return;
+          }
+          if (n % disconnect_every == 0 && disconnects_left-- > 0) return;
+        }
+      } catch (const LaggedError& lagged) {
+        const uint64_t reported = lagged.last_delivered_seq();
+        if (started_live && reported != last) {
+          violation("LaggedError reports " + std::to_string(reported) + ", the consumer applied " + std::to_string(last));
+        }
+        last = reported;
+      }
+    });
+    reader.join();
+  }
+  out.state.erase(kSentinel);
+  return out;
+}
+
+enum class Consumer { kStream, kResumingUnderError };
+
 // Timestamp uint32_t: compact timestamps, starting 10'000 mutations below 2^32 so that the
 // epoch changes while writers, history walks and lag recoveries run.
 template <class Timestamp = uint64_t>
-void run_exactness(size_t ring_capacity, bool expect_lag) {
+void run_exactness(size_t ring_capacity, bool expect_lag, Consumer consumer = Consumer::kStream) {
   StreamingMapOptions options;
   options.ring_capacity = ring_capacity;
+  if (consumer == Consumer::kResumingUnderError) options.lag = LagPolicy::kError;
   options.mark_snapshot_end = true;
   options.snapshot_batch = 64;
   if constexpr (std::is_same_v<Timestamp, uint32_t>) options.initial_seq = (uint64_t{1} << 32) - 10'000;
@@ -102,7 +188,10 @@ void run_exactness(size_t ring_capacity, bool expect_lag) {
   std::vector<Outcome> outcomes(kSubscribers);
   std::vector<std::thread> subscribers;
   for (int s = 0; s < kSubscribers; ++s) {
-    subscribers.emplace_back([&, s] { outcomes[s] = consume(map, stop.get_token(), 77 + s); });
+    subscribers.emplace_back([&, s] {
+      outcomes[s] = consumer == Consumer::kStream ? consume(map, stop.get_token(), 77 + s)
+                                                  : consume_resuming(map, stop.get_token(), 77 + s);
+    });
   }
   const auto deadline = std::chrono::steady_clock::now() + kMaxRun;
   std::vector<std::thread> writers;
@@ -156,6 +245,10 @@ void run_exactness(size_t ring_capacity, bool expect_lag) {
 TEST(StreamingMapStress, SubscribersReconstructTheMapExactly) { run_exactness(1 << 16, /*expect_lag=*/false); }
 
 TEST(StreamingMapStress, LaggingSubscribersResyncToTheMapExactly) { run_exactness(16, /*expect_lag=*/true); }
+
+TEST(StreamingMapStress, ErrorPolicyConsumersResumingWithStreamFromReconstructTheMapExactly) {
+  run_exactness(16, /*expect_lag=*/true, Consumer::kResumingUnderError);
+}
 
 TEST(StreamingMapStress, CompactTimestampsAcrossAnEpochReconstructTheMapExactly) {
   run_exactness<uint32_t>(1 << 16, /*expect_lag=*/false);

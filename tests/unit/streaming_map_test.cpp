@@ -641,6 +641,25 @@ TEST(StreamingMap, HistoryKeyCopyThatThrowsEndsOnlyThatStream) {
 // learn that it missed something (a relist under kResync, LaggedError under kError)
 // instead of keeping the expired key for good.
 // Key 1 is in the map and a stream has delivered its history (kSnapshot, kSnapshotEnd).
+// stream_from() reads its first event at the call (to tell lag before the call from lag
+// after it); a key copy that throws there still fails the first pull, not the call.
+TEST(StreamingMap, StreamFromWhoseFirstEventsKeyCopyThrowsFailsTheFirstPullNotTheCall) {
+  Disarm disarm;
+  StreamingMap<FragileKey, int> map;
+  map.insert(FragileKey(1), 1);
+  map.insert(FragileKey(2), 2);
+  FragileKey::copies_left = 0;
+  std::optional<Generator<Event<FragileKey, int>>> gen;
+  ASSERT_NO_THROW(gen.emplace(map.stream_from(1)));
+  EXPECT_THROW(gen->begin(), std::runtime_error);
+  FragileKey::copies_left = -1;
+  for (const auto& e : map.stream_from(1)) {  // nothing was consumed: a new stream gets it
+    EXPECT_EQ(e.seq, 2u);
+    EXPECT_EQ(e.key.v, 2);
+    break;
+  }
+}
+
 struct LostRemovalFixture {
   using Map = StreamingMap<FragileKey, int>;
   explicit LostRemovalFixture(LagPolicy lag) : map(options(lag)) {

@@ -170,11 +170,18 @@ class StreamingMapCore : public std::enable_shared_from_this<StreamingMapCore<K,
       // is such a loss too when it was published by then (receive_live()): otherwise a
       // kError consumer resuming before one would get LaggedError on every resume.
       waive_markers_through_ = published;
-      Received<EventT> first = sub_.try_recv();
-      force_recovery_ = first.status == RecvStatus::kLagged;
-      if (first.status == RecvStatus::kOk) {
-        live_.push_back(std::move(*first.value));
-        live_received_ = true;
+      try {
+        Received<EventT> first = sub_.try_recv();
+        force_recovery_ = first.status == RecvStatus::kLagged;
+        if (first.status == RecvStatus::kOk) {
+          live_.push_back(std::move(*first.value));
+          live_received_ = true;
+        }
+      } catch (...) {
+        // Copying the event threw (its key's copy, say). That fails the stream's first
+        // pull, as it would have without this look ahead: stream_from() itself throws only
+        // std::invalid_argument. The subscriber's cursor did not move.
+        first_pull_error_ = std::current_exception();
       }
     }
 
@@ -309,6 +316,7 @@ class StreamingMapCore : public std::enable_shared_from_this<StreamingMapCore<K,
     // ---- Live ----------------------------------------------------------------------
 
     bool receive_live(std::vector<EventT>& out, size_t max, const std::stop_token& stop) {
+      if (first_pull_error_) std::rethrow_exception(std::exchange(first_pull_error_, nullptr));
       for (;;) {
         if (!recover_pending_) {
           if (!std::exchange(live_received_, false)) {
@@ -381,6 +389,7 @@ class StreamingMapCore : public std::enable_shared_from_this<StreamingMapCore<K,
     bool reset_pending_ = false;
     bool recover_pending_ = false;  // lagged, or a lost-removal marker follows what was delivered
     bool live_received_ = false;    // live_ holds begin_resume()'s first event, not yet delivered
+    std::exception_ptr first_pull_error_;  // begin_resume()'s read threw: the first pull rethrows it
 
     bool pass_active_ = false;
     bool pass_all_ = true;
