@@ -635,12 +635,6 @@ TEST(StreamingMap, HistoryKeyCopyThatThrowsEndsOnlyThatStream) {
   EXPECT_EQ(rebuild(map, 100), expected);
 }
 
-// An expiry (or size eviction) that maintenance publishes copies the key under the shard
-// lock, after the entry is gone from the map. If that copy throws, the removal cannot be
-// published with its key: maintenance must still complete, and every live stream must
-// learn that it missed something (a relist under kResync, LaggedError under kError)
-// instead of keeping the expired key for good.
-// Key 1 is in the map and a stream has delivered its history (kSnapshot, kSnapshotEnd).
 // stream_from() reads its first event at the call (to tell lag before the call from lag
 // after it); a key copy that throws there still fails the first pull, not the call.
 TEST(StreamingMap, StreamFromWhoseFirstEventsKeyCopyThrowsFailsTheFirstPullNotTheCall) {
@@ -660,6 +654,12 @@ TEST(StreamingMap, StreamFromWhoseFirstEventsKeyCopyThrowsFailsTheFirstPullNotTh
   }
 }
 
+// An expiry (or size eviction) that maintenance publishes copies the key under the shard
+// lock, after the entry is gone from the map. If that copy throws, the removal cannot be
+// published with its key: maintenance must still complete, and every live stream must
+// learn that it missed something (a relist under kResync, LaggedError under kError)
+// instead of keeping the expired key for good.
+// Key 1 is in the map and a stream has delivered its history (kSnapshot, kSnapshotEnd).
 struct LostRemovalFixture {
   using Map = StreamingMap<FragileKey, int>;
   explicit LostRemovalFixture(LagPolicy lag) : map(options(lag)) {
