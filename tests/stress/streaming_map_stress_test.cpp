@@ -113,8 +113,7 @@ Outcome consume_resuming(Map& map, std::stop_token stop, unsigned seed) {
       auto violation = [&](const std::string& what) {
         if (out.violations.size() < 5) out.violations.push_back(what);
       };
-      bool relisting = false;
-      uint64_t relist_last = 0;
+      uint64_t order = start;  // the last seq seen; 0 after a kReset, whose relisting restarts the order
       bool started_live = false;
       size_t n = 0;
       try {
@@ -126,23 +125,18 @@ Outcome consume_resuming(Map& map, std::stop_token stop, unsigned seed) {
             ++(e.kind == EventKind::kReset ? out.resets : out.resyncs);
           }
           if (e.kind == EventKind::kReset) {
-            relisting = true;
-            relist_last = 0;
+            order = 0;
             out.state.clear();
             continue;  // its seq is no place to resume from
           }
-          if (relisting && e.kind == EventKind::kResync) {
-            if (e.seq <= relist_last) violation("relisting out of order at seq " + std::to_string(e.seq) + " after " + std::to_string(relist_last));
-            relist_last = e.seq;
-          }
           if (e.kind == EventKind::kSnapshotEnd) {
-            last = e.seq;
+            order = last = e.seq;
             continue;
           }
-          if (!(relisting && e.kind == EventKind::kResync) && e.kind != EventKind::kSnapshot && e.seq <= last) {
-            violation("sequence did not increase at seq " + std::to_string(e.seq));
+          if (e.kind != EventKind::kSnapshot && e.seq <= order) {
+            violation("sequence did not increase at seq " + std::to_string(e.seq) + " after " + std::to_string(order));
           }
-          if (e.kind == EventKind::kUpsert || e.kind == EventKind::kRemove) relisting = false;
+          order = e.seq;
           if (e.kind == EventKind::kRemove) {
             out.state.erase(e.key);
           } else {
