@@ -5,7 +5,8 @@
 // delivers the history (each key's newest value at the stream's cutoff, then kSnapshotEnd),
 // then every later update, and the table is redrawn in place. A second subscriber stalls
 // now and then: the ring (1024 events, under 0.2 s of traffic) overwrites what it has not
-// read, and its stream recovers from the map (kResync + kRemove, or kReset + the state).
+// read, and its stream recovers from the map (kResync + kRemove, or kReset + the state),
+// each recovery ending with a kSnapshotEnd (mark_recovery_end) once its table is whole again.
 // One host stops reporting at 30% of the run; its metrics expire and, with
 // publish_expirations, reach both subscribers as kRemove. At the end each subscriber's
 // table must equal the map, value pointer for value pointer, or the demo exits 1.
@@ -103,11 +104,14 @@ class Subscriber {
   void apply(std::span<const MetricEvent> events) ABSL_LOCKS_EXCLUDED(mu_) {
     absl::MutexLock lock(&mu_);
     for (const MetricEvent& e : events) {
-      if (e.kind == EventKind::kSnapshotEnd) continue;
+      if (e.kind == EventKind::kSnapshotEnd) {
+        // The first ends the history; each later one ends a recovery (mark_recovery_end):
+        // from there the table is the map's as of e.seq.
+        if (std::exchange(history_done_, true)) ++counts_.episodes;
+        counts_.position = std::max(counts_.position, e.seq);
+        continue;
+      }
       ++counts_.delivered;
-      const bool recovery = e.kind == EventKind::kResync || e.kind == EventKind::kReset;
-      if (recovery && !std::exchange(recovering_, true)) ++counts_.episodes;  // a recovery's first event
-      if (e.kind == EventKind::kUpsert) recovering_ = false;
       counts_.removed += e.kind == EventKind::kRemove;
       counts_.resynced += e.kind == EventKind::kResync;
       if (e.kind == EventKind::kReset) {  // the removal log no longer reaches back: relist
@@ -177,7 +181,7 @@ class Subscriber {
   mutable absl::Mutex mu_;
   absl::flat_hash_map<std::string, std::shared_ptr<const double>> table_ ABSL_GUARDED_BY(mu_);
   Counts counts_ ABSL_GUARDED_BY(mu_);
-  bool recovering_ ABSL_GUARDED_BY(mu_) = false;
+  bool history_done_ ABSL_GUARDED_BY(mu_) = false;
   bool saw_end_ ABSL_GUARDED_BY(mu_) = false;
 };
 
@@ -251,6 +255,7 @@ int main(int argc, char** argv) {
   options.publish_expirations = true;  // expired metrics reach subscribers as kRemove
   options.ring_capacity = kRingCapacity;
   options.mark_snapshot_end = true;
+  options.mark_recovery_end = true;  // a kSnapshotEnd after each recovery: the table is whole again
   MetricMap map(options);
   Subscriber dashboard("dashboard"), slow("slow");
   std::jthread slow_thread(run_slow, std::ref(map), std::ref(slow));

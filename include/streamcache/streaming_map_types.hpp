@@ -17,7 +17,8 @@ enum class EventKind {
   kRemove,       ///< live (or recovered): removed; `value` is null
   kResync,       ///< recovered after lag: the key's current value
   kReset,        ///< recovered after lag: drop your state; the whole state follows as kResync
-  kSnapshotEnd,  ///< optional marker after the history (seq = cutoff, no key or value)
+  kSnapshotEnd,  ///< optional marker after the history (mark_snapshot_end) or after a recovery
+                 ///< (mark_recovery_end): the state is whole as of seq (its cutoff); no key or value
 };
 
 template <class K, class V>
@@ -25,7 +26,7 @@ struct Event {
   /// The mutation's logical timestamp; strictly increasing per stream, with two
   /// exceptions: the whole state relisted after a kReset restarts the order (its kResync
   /// events may be older than the kReset's seq, which is the relisting's cutoff), and
-  /// kSnapshotEnd repeats the cutoff, which the last kSnapshot may carry too. To resume with
+  /// kSnapshotEnd repeats its cutoff, which the event before it may carry too. To resume with
   /// stream_from(), keep the seq of the last event applied other than kReset.
   uint64_t seq = 0;
   EventKind kind = EventKind::kUpsert;
@@ -98,6 +99,14 @@ struct StreamingMapOptions {
 
   /// Emit one kSnapshotEnd (seq = cutoff, default key, no value) after the history.
   bool mark_snapshot_end = false;
+
+  /// Emit a kSnapshotEnd after each recovery from lag (the kResync / kRemove events, or the
+  /// kReset and the relisted state), stream_from()'s included, even when the recovery had
+  /// nothing to send. Its seq is the recovery's cutoff: the consumer's state is then the
+  /// map's as of that seq, and live events go on from the next one. Without it a consumer
+  /// learns that a relisting is over only from the next live event, which on a quiet map
+  /// may be long in coming. stream_n does not count it.
+  bool mark_recovery_end = false;
 };
 
 }  // namespace streamcache

@@ -25,8 +25,8 @@ KERROR, NO_REMOVALS, EXPIRATIONS, MARK, TTL, TS32 = 1, 2, 4, 8, 16, 32
 INITIAL_0, INITIAL_WRAP, INITIAL_1000, INITIAL_WRAP_3 = 0, 64, 128, 192
 
 
-def config(ring, batch, flags=0, keys=6, ttl=3):
-    return bytes([RING[ring], BATCH[batch], flags, (keys - 1) | ((ttl - 1) << 4)])
+def config(ring, batch, flags=0, keys=6, ttl=3, recovery_end=False):
+    return bytes([RING[ring], BATCH[batch], flags, (keys - 1) | ((ttl - 1) << 4) | (0x80 if recovery_end else 0)])
 
 
 def mixed(rng, n, weights):
@@ -71,6 +71,16 @@ def seeds():
     yield "wrap-32-bit", config(2, 1, TS32 | INITIAL_WRAP | TTL | EXPIRATIONS, keys=6) + mixed(rng, 250, LAGGY)
     yield "wrap-32-bit-kerror", config(8, 3, TS32 | INITIAL_WRAP_3 | KERROR) + mixed(rng, 200, LAGGY)
     yield "initial-1000", config(4, 8, INITIAL_1000 | MARK | NO_REMOVALS) + mixed(rng, 150, BASIC)
+    # mark_recovery_end (byte 3, bit 7): every recovery ends with a kSnapshotEnd at its cutoff.
+    yield "recovery-end-resync", config(2, 2, keys=5, recovery_end=True) + mixed(rng, 200, LAGGY)
+    yield "recovery-end-reset-ring-1", config(1, 3, keys=8, recovery_end=True) + bytes(
+        [BURST, 0x0F, OPEN, 0, STREAM, 0, PULL, 0, 3, BURST, 0x4F, BURST, 0x2F, PULL, 0, 7, CATCH_UP, 3,
+         OPEN, 1, STREAM_FROM, 4, PULL, 1, 7, CATCH_UP, 0]) + mixed(rng, 150, LAGGY)
+    yield "recovery-end-kerror-both-markers", config(4, 1024, KERROR | MARK, recovery_end=True) + mixed(
+        rng, 200, LAGGY)
+    yield "recovery-end-no-removals", config(2, 5, NO_REMOVALS, keys=4, recovery_end=True) + mixed(rng, 200, LAGGY)
+    yield "recovery-end-wrap-ttl", config(2, 1, TS32 | INITIAL_WRAP | TTL | EXPIRATIONS, keys=6,
+                                          recovery_end=True) + mixed(rng, 250, TIMED)
     for which, name in enumerate(["ring-capacity", "snapshot-batch", "ttl", "tti"]):
         yield "invalid-" + name, bytes([7 | which << 3, 0, 0, 0])
 

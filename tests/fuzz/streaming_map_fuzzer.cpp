@@ -28,7 +28,8 @@
 //   byte 2  bit 0 LagPolicy::kError, 1 publish_removals off, 2 publish_expirations,
 //           3 mark_snapshot_end, 4 time_to_live, 5 uint32_t timestamps, bits 6-7
 //           initial_seq: 0, 2^32 - 12 (the 32-bit wrap), 1000, 2^32 - 3
-//   byte 3  bits 0-3 key space = 1 + b % 12 keys, bits 4-6 time_to_live = 1 + b % 8 seconds
+//   byte 3  bits 0-3 key space = 1 + b % 12 keys, bits 4-6 time_to_live = 1 + b % 8 seconds,
+//           bit 7 mark_recovery_end
 //   then steps: an opcode byte and its argument bytes (see Fuzz::step()).
 //
 // Replay one input with a trace of every step and event:
@@ -206,10 +207,11 @@ class Fuzz {
     if (trace_) {
       const StreamingMapOptions& o = setup_.options;
       std::fprintf(stderr, "config: ring %zu (-> %llu), snapshot_batch %zu, lag %s, publish_removals %d, "
-                   "publish_expirations %d, mark_snapshot_end %d, ttl %s, %s timestamps, initial_seq %llu, keys %d\n",
+                   "publish_expirations %d, mark_snapshot_end %d, mark_recovery_end %d, ttl %s, %s timestamps, "
+                   "initial_seq %llu, keys %d\n",
                    o.ring_capacity, static_cast<unsigned long long>(setup_.config.ring), o.snapshot_batch,
                    o.lag == LagPolicy::kError ? "kError" : "kResync", o.publish_removals, o.publish_expirations,
-                   o.mark_snapshot_end, setup_.ttl ? std::to_string(o.time_to_live->count()).c_str() : "none",
+                   o.mark_snapshot_end, o.mark_recovery_end, setup_.ttl ? std::to_string(o.time_to_live->count()).c_str() : "none",
                    sizeof(Timestamp) == 4 ? "32-bit" : "64-bit", static_cast<unsigned long long>(o.initial_seq),
                    setup_.keys);
     }
@@ -711,7 +713,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (setup.ttl) o.time_to_live = std::chrono::seconds(1 + (shape >> 4) % 8);
   o.initial_seq = kInitial[flags >> 6];
   setup.keys = 1 + (shape & 15) % 12;
-  setup.config = StreamChecker::Config{std::bit_ceil(o.ring_capacity), o.lag, o.mark_snapshot_end};
+  o.mark_recovery_end = (shape & 0x80) != 0;
+  setup.config = StreamChecker::Config{std::bit_ceil(o.ring_capacity), o.lag, o.mark_snapshot_end, o.mark_recovery_end};
   if (flags & 32) {
     Fuzz<uint32_t>(in, setup).run();
   } else {

@@ -223,6 +223,7 @@ class StreamChecker {
     uint64_t ring;  // ring capacity, rounded up to a power of two
     LagPolicy lag;
     bool mark_snapshot_end;
+    bool mark_recovery_end;
   };
 
   /// stream(), stream_n(limit), stream_batches(): history at the cutoff last_seq().
@@ -253,6 +254,7 @@ class StreamChecker {
       s.known_next_ = after + 1;
     } else {
       s.forced_window_ = true;
+      s.recovery_possible_ = true;
     }
     s.position_exact_ = s.known_next_.has_value();
     s.after_mutation(m);
@@ -270,7 +272,7 @@ class StreamChecker {
   /// After every mutation: the ring may now have overwritten what this stream had not
   /// read, once last_seq() is more than the ring's capacity past its position.
   void after_mutation(const MapModel& m) {
-    if (m.last_seq() - position_ > config_.ring) lag_possible_ = true;
+    if (m.last_seq() - position_ > config_.ring) lag_possible_ = recovery_possible_ = true;
   }
 
   /// The mutation at last_seq() reaches this stream for sure (as an event with that seq,
@@ -397,11 +399,45 @@ class StreamChecker {
   }
 
   std::string on_marker(const MapModel& m, const SeenEvent& e) {
-    if (!config_.mark_snapshot_end) return "kSnapshotEnd without mark_snapshot_end";
-    if (!in_history_ || marker_seen_) return "kSnapshotEnd not right after the history";
-    if (e.seq != cutoff_) return "kSnapshotEnd's seq is not the cutoff " + std::to_string(cutoff_);
-    marker_seen_ = true;
-    return end_history(m);
+    if (in_history_ && config_.mark_snapshot_end && !marker_seen_) {
+      if (e.seq != cutoff_) return "kSnapshotEnd's seq is not the cutoff " + std::to_string(cutoff_);
+      marker_seen_ = true;
+      return end_history(m);
+    }
+    if (!config_.mark_recovery_end) {
+      return config_.mark_snapshot_end ? "kSnapshotEnd not right after the history"
+                                       : "kSnapshotEnd without mark_snapshot_end or mark_recovery_end";
+    }
+    return on_recovery_end(m, e);
+  }
+
+  /// mark_recovery_end: the recovery is over, and its cutoff (the marker's seq) is where the
+  /// stream reads the ring from: the consumer's state is exact there, and the next live
+  /// event is seq + 1 unless the stream lags again.
+  std::string on_recovery_end(const MapModel& m, const SeenEvent& e) {
+    if (std::string err = end_history(m); !err.empty()) return err;
+    if (!recovery_possible_) return "a recovery's kSnapshotEnd although the ring cannot have overwritten anything unread";
+    if (e.seq < position_ || e.seq < delivered_top_) {
+      return "a recovery's kSnapshotEnd before what the stream delivered (position " + std::to_string(position_) +
+             ", top " + std::to_string(delivered_top_) + ")";
+    }
+    if (e.seq > m.last_seq()) return "a recovery's kSnapshotEnd newer than last_seq()";
+    if (reset_cutoff_ && e.seq != *reset_cutoff_) {
+      return "a relisting's kSnapshotEnd is not at its kReset's seq " + std::to_string(*reset_cutoff_);
+    }
+    if (e.seq == m.last_seq()) {
+      if (std::string err = check_state(m); !err.empty()) return "at the recovery's kSnapshotEnd: " + err;
+    }
+    reset_cutoff_.reset();
+    recovered_since_marker_ = false;
+    last_ = e.seq;
+    position_ = e.seq;
+    position_exact_ = true;
+    known_next_ = e.seq + 1;
+    lag_possible_ = recovery_possible_ = m.last_seq() - e.seq > config_.ring;
+    forced_window_ = false;
+    resume_point_ = e.seq;
+    return "";
   }
 
   std::string on_snapshot(const SeenEvent& e) {
@@ -440,10 +476,11 @@ class StreamChecker {
       return "a gap: expected seq " + std::to_string(*known_next_) + " (the ring cannot have overwritten it)";
     }
     if (e.kind == EventKind::kUpsert) {
+      if (config_.mark_recovery_end && recovered_since_marker_) return "a live event before the recovery's kSnapshotEnd";
       // Only the ring delivers kUpsert: the next event is seq + 1 unless lag (which needs
       // last_seq() to run more than the ring past it).
       known_next_ = e.seq + 1;
-      lag_possible_ = m.last_seq() - e.seq > config_.ring;
+      lag_possible_ = recovery_possible_ = m.last_seq() - e.seq > config_.ring;
       forced_window_ = false;
       position_exact_ = true;
     } else if (known_next_ && !lag_possible_) {
@@ -475,6 +512,7 @@ class StreamChecker {
     known_next_.reset();
     position_exact_ = false;
     resume_point_.reset();
+    recovered_since_marker_ = true;
     if (e.kind == EventKind::kReset) {
       // Its seq is the new cutoff: the published cursor, past everything delivered.
       if (e.seq <= position_) return "kReset at or before the consumer's position " + std::to_string(position_);
@@ -523,6 +561,11 @@ class StreamChecker {
   bool lag_possible_ = false;
   bool forced_window_ = false;   // stream_from whose continuation had left the ring, before its
                                  // first live event: recovers whatever the policy
+  // mark_recovery_end: a recovery (and so its end marker) may come: lag became possible (or
+  // a forced window began) after the last marker or exact live event; lag_possible_ alone
+  // does not say it, since delivering the newest mutation clears it mid-recovery.
+  bool recovery_possible_ = false;
+  bool recovered_since_marker_ = false;  // a kResync or kReset since the last recovery marker
   std::optional<size_t> limit_;  // stream_n
   size_t counted_ = 0;            // events but kSnapshotEnd
   size_t events_ = 0;

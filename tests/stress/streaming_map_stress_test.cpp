@@ -10,8 +10,9 @@
 #include <random>
 #include <stop_token>
 #include <string>
-#include <type_traits>
 #include <thread>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 namespace streamcache {
@@ -30,44 +31,65 @@ struct Outcome {
   size_t events = 0;
   size_t resyncs = 0;
   size_t resets = 0;
+  size_t recovery_ends = 0;  // kSnapshotEnd after the history's (mark_recovery_end)
   std::vector<std::string> violations;
 };
 
+// With mark_recovery_end (`marks_recoveries`), every recovery ends with a kSnapshotEnd at
+// its cutoff: no live event comes between a kResync or kReset and it, a relisting's marker
+// repeats its kReset's seq, and a live kUpsert right after it is the cutoff's next seq.
 template <class Map>
-Outcome consume(Map& map, std::stop_token stop, unsigned seed) {
+Outcome consume(Map& map, std::stop_token stop, unsigned seed, bool marks_recoveries) {
   std::mt19937 rng(seed);
   std::this_thread::sleep_for(std::chrono::microseconds(rng() % 20'000));  // join at a random moment
   Outcome out;
   uint64_t prev = 0;
   bool relisting = false;   // after kReset: the relisted state's sequences restart
   bool history = true;      // before kSnapshotEnd
+  bool recovering = false;  // marks_recoveries: a kResync or kReset came, its marker not yet
+  uint64_t reset_seq = 0;   // the last kReset's seq
+  bool after_marker = false;  // the previous event was a kSnapshotEnd
   for (const Event<int, int>& e : map.stream(stop)) {
     ++out.events;
     auto violation = [&](const char* what) {
       if (out.violations.size() < 5) out.violations.push_back(std::string(what) + " at seq " + std::to_string(e.seq));
     };
+    if (std::exchange(after_marker, false) && marks_recoveries && e.kind == EventKind::kUpsert &&
+        e.seq != out.cutoff + 1) {
+      violation("the live event after a kSnapshotEnd is not the cutoff's next");
+    }
     switch (e.kind) {
       case EventKind::kSnapshot:
         if (!history) violation("snapshot after the history");
         break;
       case EventKind::kSnapshotEnd:
+        if (!history && !marks_recoveries) violation("kSnapshotEnd after the history");
+        if (!history && e.seq < prev) violation("a recovery's kSnapshotEnd before what it recovered");
+        if (!history && relisting && e.seq != reset_seq) violation("a relisting's kSnapshotEnd not at its kReset's seq");
+        if (!history) ++out.recovery_ends;
         out.cutoff = e.seq;
         history = false;
         relisting = false;
+        recovering = false;
+        after_marker = true;
         prev = e.seq;
         continue;
       case EventKind::kUpsert:
       case EventKind::kRemove:
         if (history) violation("live event inside the history");
         if (e.seq <= out.cutoff) violation("live event at or below the cutoff");
+        if (recovering && e.kind == EventKind::kUpsert) violation("live event before the recovery's kSnapshotEnd");
         relisting = false;
         break;
       case EventKind::kResync:
         ++out.resyncs;
+        recovering = marks_recoveries;
         break;
       case EventKind::kReset:
         ++out.resets;
         relisting = true;
+        recovering = marks_recoveries;
+        reset_seq = e.seq;
         out.state.clear();
         prev = 0;
         continue;
@@ -163,7 +185,7 @@ Outcome consume_resuming(Map& map, std::stop_token stop, unsigned seed) {
   return out;
 }
 
-enum class Consumer { kStream, kResumingUnderError };
+enum class Consumer { kStream, kStreamMarkingRecoveries, kResumingUnderError };
 
 // Timestamp uint32_t: compact timestamps, starting 10'000 mutations below 2^32 so that the
 // epoch changes while writers, history walks and lag recoveries run.
@@ -173,6 +195,7 @@ void run_exactness(size_t ring_capacity, bool expect_lag, Consumer consumer = Co
   options.ring_capacity = ring_capacity;
   if (consumer == Consumer::kResumingUnderError) options.lag = LagPolicy::kError;
   options.mark_snapshot_end = true;
+  options.mark_recovery_end = consumer == Consumer::kStreamMarkingRecoveries;
   options.snapshot_batch = 64;
   if constexpr (std::is_same_v<Timestamp, uint32_t>) options.initial_seq = (uint64_t{1} << 32) - 10'000;
   StreamingMap<int, int, Timestamp> map(options);
@@ -183,8 +206,9 @@ void run_exactness(size_t ring_capacity, bool expect_lag, Consumer consumer = Co
   std::vector<std::thread> subscribers;
   for (int s = 0; s < kSubscribers; ++s) {
     subscribers.emplace_back([&, s] {
-      outcomes[s] = consumer == Consumer::kStream ? consume(map, stop.get_token(), 77 + s)
-                                                  : consume_resuming(map, stop.get_token(), 77 + s);
+      outcomes[s] = consumer == Consumer::kResumingUnderError
+                        ? consume_resuming(map, stop.get_token(), 77 + s)
+                        : consume(map, stop.get_token(), 77 + s, options.mark_recovery_end);
     });
   }
   const auto deadline = std::chrono::steady_clock::now() + kMaxRun;
@@ -223,12 +247,17 @@ void run_exactness(size_t ring_capacity, bool expect_lag, Consumer consumer = Co
     if (auto v = map.get(k)) expected[k] = *v;
   }
   size_t resyncs = 0;
+  size_t recovery_ends = 0;
   for (int s = 0; s < kSubscribers; ++s) {
     const Outcome& o = outcomes[s];
     EXPECT_TRUE(o.violations.empty()) << "subscriber " << s << ": " << o.violations.front();
     EXPECT_EQ(o.state, expected) << "subscriber " << s << " after " << o.events << " events, " << o.resyncs
                                  << " resyncs, " << o.resets << " resets";
     resyncs += o.resyncs + o.resets;
+    recovery_ends += o.recovery_ends;
+  }
+  if (options.mark_recovery_end && resyncs > 0) {
+    EXPECT_GT(recovery_ends, 0u) << "recoveries without the kSnapshotEnd that mark_recovery_end asks for";
   }
   ::testing::Test::RecordProperty("resyncs", static_cast<int>(resyncs));
   if (!expect_lag) {
@@ -239,6 +268,10 @@ void run_exactness(size_t ring_capacity, bool expect_lag, Consumer consumer = Co
 TEST(StreamingMapStress, SubscribersReconstructTheMapExactly) { run_exactness(1 << 16, /*expect_lag=*/false); }
 
 TEST(StreamingMapStress, LaggingSubscribersResyncToTheMapExactly) { run_exactness(16, /*expect_lag=*/true); }
+
+TEST(StreamingMapStress, LaggingSubscribersMarkEachRecoverysEndAndResyncExactly) {
+  run_exactness(16, /*expect_lag=*/true, Consumer::kStreamMarkingRecoveries);
+}
 
 TEST(StreamingMapStress, ErrorPolicyConsumersResumingWithStreamFromReconstructTheMapExactly) {
   run_exactness(16, /*expect_lag=*/true, Consumer::kResumingUnderError);

@@ -9,6 +9,7 @@
 #include <stop_token>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 namespace streamcache {
@@ -52,6 +53,26 @@ void apply(std::map<K, int>& state, const Event<K, int>& e) {
     case EventKind::kSnapshotEnd:
       break;
   }
+}
+
+// Inserts and removes keys 0..kLagKeys-1, 100 mutations in all.
+constexpr int kLagKeys = 13;
+void mutate_keys_100_times(StreamingMap<int, int>& map) {
+  for (int i = 0; i < 100; ++i) {
+    if (i % 7 == 0) {
+      map.remove(i % kLagKeys);
+    } else {
+      map.insert(i % kLagKeys, i);
+    }
+  }
+}
+
+std::map<int, int> contents(StreamingMap<int, int>& map) {
+  std::map<int, int> out;
+  for (int k = 0; k < kLagKeys; ++k) {
+    if (auto v = map.get(k)) out[k] = *v;
+  }
+  return out;
 }
 
 TEST(StreamingMap, InsertAndRemoveTakeSequencesInOrder) {
@@ -267,17 +288,24 @@ TEST(StreamingMap, StreamFromUnderErrorPolicyThrowsOnLagAfterTheCall) {
   }
 }
 
-TEST(StreamingMap, RecoveryResetsWhenRemovalsAreForgotten) {
-  StreamingMapOptions options;
-  options.ring_capacity = 2;  // also the removal log's length
-  Map map(options);
-  map.insert("a", 1);  // 1: the consumer processed up to here
+// Seqs 1..7, ending with d = 4 as the only key, four of them removals: with a ring_capacity
+// (and so a removal log) of 2, a consumer that processed seq 1 can only be brought up to
+// date by relisting.
+void write_seqs_1_to_7_removing_all_but_d(Map& map) {
+  map.insert("a", 1);
   map.insert("b", 2);
   map.remove("a");
   map.remove("b");
   map.insert("c", 3);
   map.remove("c");
-  map.insert("d", 4);  // 7
+  map.insert("d", 4);
+}
+
+TEST(StreamingMap, RecoveryResetsWhenRemovalsAreForgotten) {
+  StreamingMapOptions options;
+  options.ring_capacity = 2;  // also the removal log's length
+  Map map(options);
+  write_seqs_1_to_7_removing_all_but_d(map);  // the removal log (2) no longer reaches back to 1
   std::stop_source stop;
   std::vector<Seen> events;
   for (const Ev& e : map.stream_from(1, stop.get_token())) {
@@ -322,6 +350,100 @@ TEST(StreamingMap, ResumingInsideARelistingFromTheLastNonResetSeqCompletesTheSta
   }
 }
 
+// mark_recovery_end: the end of a recovery is marked, so a consumer knows its state is the
+// map's as of the marker's seq without waiting for a live event that a quiet map may never
+// send. A recovery is incremental (kResync / kRemove), a relisting (kReset first), or empty.
+TEST(StreamingMap, RecoveryEndMarksTheCutoffOfAnIncrementalRecoveryUnderEitherPolicy) {
+  for (const LagPolicy policy : {LagPolicy::kResync, LagPolicy::kError}) {
+    SCOPED_TRACE(policy == LagPolicy::kResync ? "kResync" : "kError");
+    StreamingMapOptions options;
+    options.ring_capacity = 4;
+    options.lag = policy;
+    options.mark_recovery_end = true;
+    Map map(options);
+    map.insert("a", 1);  // 1: the consumer processed up to here
+    map.insert("a", 2);  // 2
+    map.remove("a");     // 3
+    map.insert("b", 3);  // 4
+    map.insert("c", 4);  // 5
+    map.insert("b", 5);  // 6: the ring (4) no longer holds 2
+    std::vector<Seen> events;
+    for (const Ev& e : map.stream_from(1)) {  // no stop token: the marker must come unasked
+      events.push_back(seen(e));
+      if (e.kind == EventKind::kSnapshotEnd) break;
+    }
+    EXPECT_THAT(events, ::testing::ElementsAre(Seen{3, EventKind::kRemove, "a", std::nullopt},
+                                               Seen{5, EventKind::kResync, "c", 4}, Seen{6, EventKind::kResync, "b", 5},
+                                               Seen{6, EventKind::kSnapshotEnd, "", std::nullopt}));
+  }
+}
+
+TEST(StreamingMap, RecoveryEndFollowsARelistingAndLiveEventsGoOnAfterIt) {
+  StreamingMapOptions options;
+  options.ring_capacity = 2;  // also the removal log's length
+  options.mark_recovery_end = true;
+  Map map(options);
+  write_seqs_1_to_7_removing_all_but_d(map);  // the removal log (2) no longer reaches back to 1
+  auto gen = map.stream_from(1);
+  auto it = gen.begin();
+  std::vector<Seen> events{seen(*it)};
+  for (int i = 0; i < 2; ++i) events.push_back(seen(*++it));
+  map.insert("e", 5);  // 8: after the relisting's cutoff
+  events.push_back(seen(*++it));
+  EXPECT_THAT(events, ::testing::ElementsAre(Seen{7, EventKind::kReset, "", std::nullopt}, Seen{7, EventKind::kResync, "d", 4},
+                                             Seen{7, EventKind::kSnapshotEnd, "", std::nullopt},
+                                             Seen{8, EventKind::kUpsert, "e", 5}));
+}
+
+TEST(StreamingMap, RecoveryEndIsSentForARecoveryWithNothingToSend) {
+  StreamingMapOptions options;
+  options.ring_capacity = 2;
+  options.publish_removals = false;  // the removals below take no sequence
+  options.mark_recovery_end = true;
+  Map map(options);
+  map.insert("a", 1);  // 1: the consumer processed up to here
+  for (const char* key : {"x", "y", "z"}) map.insert(key, 0);  // 2..4
+  for (const char* key : {"x", "y", "z"}) map.remove(key);     // nothing newer than 1 is left
+  auto gen = map.stream_from(1);
+  EXPECT_EQ(seen(*gen.begin()), (Seen{4, EventKind::kSnapshotEnd, "", std::nullopt}));
+}
+
+TEST(StreamingMap, LaggingStreamWithBothMarkersHasTheMapsStateAtTheRecoveryEnd) {
+  StreamingMapOptions options;
+  options.ring_capacity = 8;
+  options.mark_snapshot_end = true;
+  options.mark_recovery_end = true;
+  StreamingMap<int, int> map(options);
+  for (int i = 0; i < 5; ++i) map.insert(i, i);
+  auto gen = map.stream();
+  std::map<int, int> state;
+  auto it = gen.begin();
+  for (; it->kind != EventKind::kSnapshotEnd; ++it) apply(state, std::as_const(*it));
+  EXPECT_EQ(it->seq, 5u);
+  mutate_keys_100_times(map);  // far more than the ring holds, while we do not read
+  for (++it; it->kind != EventKind::kSnapshotEnd; ++it) {
+    EXPECT_NE(it->kind, EventKind::kUpsert) << "a live event before the recovery's end, seq " << it->seq;
+    apply(state, std::as_const(*it));
+  }
+  EXPECT_EQ(it->seq, map.last_seq());
+  EXPECT_EQ(state, contents(map));
+}
+
+TEST(StreamingMap, RecoveryEndIsNotSentWithoutLag) {
+  StreamingMapOptions options;
+  options.mark_recovery_end = true;
+  Map map(options);
+  map.insert("a", 1);
+  auto resumed = map.stream_from(0);  // the ring holds everything after 0
+  auto gen = map.stream_n(2);
+  map.insert("b", 2);
+  EXPECT_THAT(take(std::move(gen)),
+              ::testing::ElementsAre(Seen{1, EventKind::kSnapshot, "a", 1}, Seen{2, EventKind::kUpsert, "b", 2}));
+  auto it = resumed.begin();
+  EXPECT_EQ(seen(*it), (Seen{1, EventKind::kUpsert, "a", 1}));
+  EXPECT_EQ(seen(*++it), (Seen{2, EventKind::kUpsert, "b", 2}));
+}
+
 TEST(StreamingMap, LaggingStreamResyncsToTheMapsState) {
   StreamingMapOptions options;
   options.ring_capacity = 8;
@@ -335,13 +457,7 @@ TEST(StreamingMap, LaggingStreamResyncsToTheMapsState) {
     if (i > 0) ++it;
     state[it->key] = *it->value;
   }
-  for (int i = 0; i < 100; ++i) {  // far more than the ring holds, while we do not read
-    if (i % 7 == 0) {
-      map.remove(i % 13);
-    } else {
-      map.insert(i % 13, i);
-    }
-  }
+  mutate_keys_100_times(map);  // far more than the ring holds, while we do not read
   const uint64_t last = map.last_seq();
   uint64_t prev = 0;
   bool resynced = false;
@@ -361,11 +477,7 @@ TEST(StreamingMap, LaggingStreamResyncsToTheMapsState) {
     if (e.seq == last && e.kind != EventKind::kReset) break;
   }
   EXPECT_TRUE(resynced);
-  std::map<int, int> expected;
-  for (int k = 0; k < 13; ++k) {
-    if (auto v = map.get(k)) expected[k] = *v;
-  }
-  EXPECT_EQ(state, expected);
+  EXPECT_EQ(state, contents(map));
 }
 
 TEST(StreamingMap, LagWithErrorPolicyThrowsWithTheLastDeliveredSeq) {

@@ -146,7 +146,8 @@ class StreamingMapCore : public std::enable_shared_from_this<StreamingMapCore<K,
    public:
     Reader(std::shared_ptr<StreamingMapCore> core, Subscriber<EventT> sub)
         : core_(core), sub_(std::move(sub)), lag_(core->options_.lag),
-          mark_snapshot_end_(core->options_.mark_snapshot_end), shard_count_(core->cache_->shard_count()),
+          mark_snapshot_end_(core->options_.mark_snapshot_end),
+          mark_recovery_end_(core->options_.mark_recovery_end), shard_count_(core->cache_->shard_count()),
           per_shard_batch_(std::max<size_t>(1, core->options_.snapshot_batch / shard_count_)) {}
 
     Reader(const Reader&) = delete;
@@ -195,11 +196,7 @@ class StreamingMapCore : public std::enable_shared_from_this<StreamingMapCore<K,
         if (!out.empty()) return true;
         if (stop.stop_requested()) return false;
       }
-      if (end_marker_pending_) {
-        end_marker_pending_ = false;
-        out.push_back(EventT{cutoff_, EventKind::kSnapshotEnd, K{}, nullptr});
-        return true;
-      }
+      if (end_marker_pending_) return deliver_end_marker(out);
       return receive_live(out, max, stop);
     }
 
@@ -298,6 +295,14 @@ class StreamingMapCore : public std::enable_shared_from_this<StreamingMapCore<K,
       }
     }
 
+    /// The kSnapshotEnd that ends a history or a recovery pass (mark_snapshot_end,
+    /// mark_recovery_end): its seq is the pass's cutoff.
+    bool deliver_end_marker(std::vector<EventT>& out) {
+      end_marker_pending_ = false;
+      out.push_back(EventT{cutoff_, EventKind::kSnapshotEnd, K{}, nullptr});
+      return true;
+    }
+
     void finish_pass() {
       release_cursors();
       pass_active_ = false;
@@ -346,8 +351,9 @@ class StreamingMapCore : public std::enable_shared_from_this<StreamingMapCore<K,
         recover();  // from next_live_ - 1, delivered last; throws LaggedError under kError
         while (pass_active_) {
           if (!fill_from_pass(out, max)) return false;
-          if (!out.empty()) return true;
+          if (!out.empty()) return true;  // next_batch() delivers the end marker, if any
         }
+        if (end_marker_pending_) return deliver_end_marker(out);  // a recovery with nothing to send
       }
     }
 
@@ -363,6 +369,8 @@ class StreamingMapCore : public std::enable_shared_from_this<StreamingMapCore<K,
       const uint64_t new_cutoff = core->options_.initial_seq + cursor;
       sub_ = core->ring_.subscribe_from(cursor + 1);
       next_live_ = new_cutoff + 1;
+      cutoff_ = new_cutoff;
+      end_marker_pending_ = mark_recovery_end_;
       removals_.clear();
       if (core->removals_since(last_delivered, new_cutoff, removals_)) {
         start_pass(EventKind::kResync, last_delivered, new_cutoff, /*include_all=*/false);
@@ -379,10 +387,11 @@ class StreamingMapCore : public std::enable_shared_from_this<StreamingMapCore<K,
     Subscriber<EventT> sub_;
     const LagPolicy lag_;
     const bool mark_snapshot_end_;
+    const bool mark_recovery_end_;
     const size_t shard_count_;
     const size_t per_shard_batch_;
     uint64_t next_live_ = 1;
-    uint64_t cutoff_ = 0;
+    uint64_t cutoff_ = 0;  // of the history or of the last recovery: the end marker's seq
     bool force_recovery_ = false;
     uint64_t waive_markers_through_ = 0;  // stream_from(): markers up to last_seq() at the call
     bool end_marker_pending_ = false;
