@@ -482,7 +482,9 @@ class BroadcastPart {
 // kinds (stream() with a rebuilt state, stream_from(last processed seq) keeping their state,
 // stream_batches()), some slow enough to lag past the small ring and recover. Continuously:
 // sequences strictly increase (except the relisting after kReset), snapshots only before
-// kSnapshotEnd, live events only above the cutoff, values present exactly where they must be.
+// kSnapshotEnd, live events only above the cutoff, values present exactly where they must be,
+// every recovery ended by a kSnapshotEnd at its cutoff (mark_recovery_end) before any live
+// upsert.
 // At checkpoints the writers park, a marker key is written, and every subscriber, on
 // applying the marker, compares its whole state with the map: they must be equal.
 
@@ -528,6 +530,7 @@ class MapPart {
     return "map: " + std::to_string(mutations_.get()) + " mutations, " + std::to_string(events_.get()) + " events, " +
            std::to_string(streams_.get()) + " streams (" + std::to_string(resumes_.get()) + " stream_from), " +
            std::to_string(resyncs_.get()) + " kResync, " + std::to_string(resets_.get()) + " kReset, " +
+           std::to_string(recovery_ends_.get()) + " recovery ends, " +
            std::to_string(checkpoint_id_.load()) + " checkpoints compared by every subscriber";
   }
 
@@ -540,6 +543,7 @@ class MapPart {
     o.ring_capacity = 512;    // small: slow subscribers lag and recover
     o.snapshot_batch = 64;
     o.mark_snapshot_end = true;
+    o.mark_recovery_end = true;
     return o;
   }
 
@@ -579,7 +583,8 @@ class MapPart {
     uint64_t prev = 0;         // last sequence applied (the resume point)
     bool have_state = false;   // state is the map's as of `prev` (so stream_from(prev) may resume)
     bool history = false;      // before kSnapshotEnd of a stream()
-    bool relisting = false;    // after kReset, until the first live event
+    bool relisting = false;    // after kReset, until its recovery's kSnapshotEnd
+    bool recovering = false;   // a kResync or kReset came, its recovery's kSnapshotEnd not yet
     uint64_t cutoff = 0;
   };
 
@@ -601,8 +606,8 @@ class MapPart {
         events_.add();
         ops_.add();
         if (slow && seen % 8 == 0) std::this_thread::sleep_for(milliseconds(1));  // fall behind on purpose
-        // Leave only where the state is the map's as of `prev`: not in a relisting.
-        leave = seen >= budget && !c.relisting;
+        // Leave only where the state is the map's as of `prev`: not in a recovery.
+        leave = seen >= budget && !c.recovering;
         return !leave;
       };
       if (mode == 0 && c.have_state) {
@@ -638,6 +643,7 @@ class MapPart {
     c.have_state = false;
     c.history = true;
     c.relisting = false;
+    c.recovering = false;
     c.cutoff = 0;
   }
 
@@ -647,10 +653,13 @@ class MapPart {
                 std::to_string(static_cast<int>(e.kind)) + ", previous " + std::to_string(c.prev) + ")");
     };
     switch (e.kind) {
-      case EventKind::kSnapshotEnd:
-        if (!c.history) bad("kSnapshotEnd outside a history");
-        if (e.seq < c.prev) bad("cutoff below the history's sequences");
+      case EventKind::kSnapshotEnd:  // the history's, or a recovery's
+        if (e.seq < c.prev) bad("cutoff below the sequences before it");
+        if (c.relisting && e.seq != c.cutoff) bad("a relisting's kSnapshotEnd not at its kReset's seq");
+        if (!c.history) recovery_ends_.add();
         c.history = false;
+        c.relisting = false;
+        c.recovering = false;
         c.cutoff = e.seq;
         c.prev = e.seq;
         c.have_state = true;
@@ -661,15 +670,18 @@ class MapPart {
       case EventKind::kUpsert:
       case EventKind::kRemove:
         if (e.seq <= c.cutoff) bad("live event at or below the cutoff");
-        c.relisting = false;
+        if (c.recovering && e.kind == EventKind::kUpsert) bad("live event before the recovery's kSnapshotEnd");
+        if (c.relisting) bad("kRemove inside a relisting");
         break;
       case EventKind::kResync:
         resyncs_.add();
+        c.recovering = true;
         break;
       case EventKind::kReset:
         resets_.add();
         c.state.clear();
         c.relisting = true;
+        c.recovering = true;
         c.prev = e.seq;  // the relisted state's sequences restart below it
         c.cutoff = e.seq;
         c.history = false;
@@ -718,7 +730,7 @@ class MapPart {
   Quiescer quiescer_;
   std::atomic<uint64_t> checkpoint_id_{0};
   std::array<std::atomic<uint64_t>, kSubscribers> checked_{};
-  Counter ops_, mutations_, events_, streams_, resumes_, resyncs_, resets_;
+  Counter ops_, mutations_, events_, streams_, resumes_, resyncs_, resets_, recovery_ends_;
 };
 
 // ---- The leak check -----------------------------------------------------------------------
