@@ -452,6 +452,25 @@ TEST_F(ExpiryFixture, ReadsAloneKeepRemovingExpiredEntries) {
   EXPECT_EQ(cache.entry_count(), 10u);
 }
 
+// A read that finds an expired entry runs maintenance (as Caffeine schedules a drain then):
+// a read-only phase that finds nothing but expired entries used to leave every one of them
+// in the cache, unreported, until the next write (found by a review).
+TEST_F(ExpiryFixture, AReadThatFindsAnExpiredEntryRemovesWhatExpired) {
+  auto cache = StringCache::builder()
+                   .max_capacity(100)
+                   .time_to_live(seconds(10))
+                   .clock(clock)
+                   .eviction_listener(removals.listener())
+                   .build();
+  for (int k = 0; k < 10; ++k) cache.insert(k, "v");
+  cache.run_pending_tasks();
+  clock->advance(seconds(10));
+  EXPECT_EQ(cache.get(3), std::nullopt);
+  EXPECT_EQ(cache.entry_count(), 0u);
+  EXPECT_EQ(removals.calls.size(), 10u);
+  for (const auto& call : removals.calls) EXPECT_EQ(std::get<2>(call), RemovalCause::kExpired);
+}
+
 TEST_F(ExpiryFixture, PerEntryUpdateHookKeepsTheDeadlineWhenItReturnsNullopt) {
   auto cache = StringCache::builder().expiry(std::make_shared<KeySeconds>()).clock(clock).build();
   cache.insert(4, "v");

@@ -205,13 +205,15 @@ class CacheCore {
     std::optional<V> result;
     uint64_t unrecorded = 0;
     bool skipped = false;
+    bool found_expired = false;
     NodeId brought_forward = kNoNode;
     {
       ReaderLock lock(s.mu);
       auto it = s.map.find(key, h);
       if (it != s.map.end()) {
         Node& n = node_in(s.arena, it->id);
-        if (!is_expired(it->id, now)) {
+        found_expired = is_expired(it->id, now);
+        if (!found_expired) {
           result.emplace(n.value);
           if (on_read_locked(it->id, n, now)) brought_forward = it->id;
           if (applied_this_epoch(n)) {
@@ -228,10 +230,15 @@ class CacheCore {
     // Reads drive maintenance when a stripe fills: ours is full (or we lost it to a
     // thread sharing it), or, for deduplicated reads, which fill no stripe, every
     // kStripeSize of them on this thread count as a full one (expiry and the read epoch
-    // itself must keep moving in read-only phases).
+    // itself must keep moving in read-only phases). And at once when the read found an
+    // expired entry, as Caffeine schedules a drain then: otherwise reads that find only
+    // expired entries (a read-only phase after a TTL passed) would never remove them. The
+    // timer wheel hands over every deadline <= now, so one pass removes the entry.
     const bool stripe_full =
         unrecorded != 0 || (skipped && (++skipped_reads_ & (ReadBuffer::kStripeSize - 1)) == 0);
-    if (stripe_full && may_run_maintenance() && maintenance_mu_.try_lock()) maintain_and_unlock();
+    if ((stripe_full || found_expired) && may_run_maintenance() && maintenance_mu_.try_lock()) {
+      maintain_and_unlock();
+    }
     // Retry once, so that a single-threaded user never loses a read. (The id may be
     // stale by now; stale records are harmless, see invariant 3.)
     if (unrecorded != 0) reads_->record(unrecorded);
@@ -858,7 +865,9 @@ class CacheCore {
   /// Concurrent readers may race here. Time-to-idle only moves forward (a reader whose
   /// clock read is older than another's must not shorten the entry's life, nor move the
   /// deadline before the one the timer wheel has: the wheel would fire late). For the
-  /// per-entry deadline each store is atomic and any of them is a valid outcome.
+  /// per-entry deadline any reader's value is a valid outcome; the last one to lower it (in
+  /// the deadline's modification order) reschedules the wheel after its exchange, so the
+  /// wheel never ends later than the deadline.
   /// Returns true when the per-entry Expiry brought the deadline forward: the timer wheel
   /// then has a later one and must be told (reschedule_now()).
   bool on_read_locked(NodeId id, Node& n, int64_t now) {
@@ -868,9 +877,13 @@ class CacheCore {
     if (custom_slot_ >= 0) {
       auto d = config_.expiry->expire_after_read(n.key, n.value, to_time(now), remaining(id, now));
       if (d) {
-        const int64_t before = t[custom_slot_].load(std::memory_order_relaxed);  // relaxed: see deadline()
         const int64_t after = deadline_after(now, d);
-        t[custom_slot_].store(after, std::memory_order_relaxed);
+        // An exchange, not a load then a store: each reader must compare with the value its
+        // own store replaced. With a separate load, a reader could miss that another had
+        // raised the deadline (and rescheduled the wheel to it) in between, and leave the
+        // wheel later than the deadline it stored (a review's reproducer: expired at 15 s,
+        // removed at 2000 s). relaxed: see deadline().
+        const int64_t before = t[custom_slot_].exchange(after, std::memory_order_relaxed);
         brought_forward = after < before;
       }
     }
@@ -1236,7 +1249,8 @@ class CacheCore {
   }
 
   /// Called after a write logged events worth `units` (pending_units_ sums the units of
-  /// the logged events, as apply_log() subtracts them, so the backpressure bound stays true).
+  /// the events logged and not yet through a whole maintenance pass, which subtracts them
+  /// after its evictions, so the backpressure bound stays true).
   void after_write(int64_t units) {
     if (units == 0) return;  // nothing logged (a value heavier than the whole cache)
     // seq_cst: the increment and the fence below form the store-load handshake with
@@ -1295,6 +1309,11 @@ class CacheCore {
     bias_quiet_shards();
     if (expires_) expire(now_ns(), out);
     evict(out);
+    // The applied events leave pending_units_ only now that their adds are evicted down to
+    // the bound: released before evict(), they let writers add another 256 adds' worth
+    // while this pass still had 256 to evict (a review measured 1514 entries at a bound
+    // of 1000 + 256 + writers). seq_cst (default): pairs with the increment in after_write().
+    pending_units_.fetch_sub(std::exchange(applied_units_, 0));
     // relaxed: weighted_size() is a statistic; run_pending_tasks() callers synchronize
     // through the maintenance lock anyway.
     weighted_size_.store(policy_->weighted_size(), std::memory_order_relaxed);
@@ -1422,10 +1441,7 @@ class CacheCore {
   }
 
   void apply_log(size_t shard) ABSL_EXCLUSIVE_LOCKS_REQUIRED(maintenance_mu_) {
-    int64_t units = 0;
-    for (const WriteEvent& e : scratch_log_) units += pending_units(e.kind);
-    // seq_cst (default): pairs with the increment in after_write().
-    pending_units_.fetch_sub(units);
+    for (const WriteEvent& e : scratch_log_) applied_units_ += pending_units(e.kind);
     for (const WriteEvent& e : scratch_log_) {
       switch (e.kind) {
         case EventKind::kAdd:
@@ -1523,6 +1539,8 @@ class CacheCore {
   // sharing a line with the fields above cost every read a miss on whichever core did not
   // run the last maintenance.
   alignas(kCacheLine) std::atomic<int64_t> pending_units_{0};
+  // Units of the events this pass applied, released from pending_units_ at its end.
+  int64_t applied_units_ ABSL_GUARDED_BY(maintenance_mu_) = 0;
   alignas(kCacheLine) std::atomic<uint64_t> weighted_size_{0};
   uint64_t epoch_start_hits_ ABSL_GUARDED_BY(maintenance_mu_) = 0;
   Mutex maintenance_mu_;
