@@ -6,7 +6,7 @@
 // then every later update, and the table is redrawn in place. A second subscriber stalls
 // now and then: the ring (1024 events, under 0.2 s of traffic) overwrites what it has not
 // read, and its stream recovers from the map (kResync + kRemove, or kReset + the state),
-// each recovery ending with a kSnapshotEnd (mark_recovery_end) once its table is whole again.
+// each recovery ending with a kSnapshotEnd (mark_recovery_end).
 // One host stops reporting at 30% of the run; its metrics expire and, with
 // publish_expirations, reach both subscribers as kRemove. At the end each subscriber's
 // table must equal the map, value pointer for value pointer, or the demo exits 1.
@@ -105,8 +105,8 @@ class Subscriber {
     absl::MutexLock lock(&mu_);
     for (const MetricEvent& e : events) {
       if (e.kind == EventKind::kSnapshotEnd) {
-        // The first ends the history; each later one ends a recovery (mark_recovery_end):
-        // from there the table is the map's as of e.seq.
+        // Both subscribers use stream(): the first ends the history, each later one a
+        // recovery (mark_recovery_end).
         if (std::exchange(history_done_, true)) ++counts_.episodes;
         counts_.position = std::max(counts_.position, e.seq);
         continue;
@@ -187,10 +187,11 @@ class Subscriber {
 
 // The late joiner keeps up (whole batches, one lock each) and prints its history first.
 void run_dashboard(std::stop_token stop, MetricMap& map, Subscriber& sub, std::latch& history_shown) {
+  bool in_history = true;  // later kSnapshotEnd events end recoveries (mark_recovery_end)
   for (std::span<const MetricEvent> batch : map.stream_batches(512, stop)) {
     for (const MetricEvent& e : batch) {
       if (e.kind == EventKind::kSnapshot) absl::PrintF("  seq %7d  %-14s %8.1f\n", e.seq, e.key, *e.value);
-      if (e.kind == EventKind::kSnapshotEnd) {
+      if (e.kind == EventKind::kSnapshotEnd && std::exchange(in_history, false)) {
         absl::PrintF("kSnapshotEnd: the history is whole up to the cutoff, seq %d; live updates follow\n\n", e.seq);
         history_shown.count_down();
       }
@@ -255,7 +256,7 @@ int main(int argc, char** argv) {
   options.publish_expirations = true;  // expired metrics reach subscribers as kRemove
   options.ring_capacity = kRingCapacity;
   options.mark_snapshot_end = true;
-  options.mark_recovery_end = true;  // a kSnapshotEnd after each recovery: the table is whole again
+  options.mark_recovery_end = true;  // and one after each recovery from lag
   MetricMap map(options);
   Subscriber dashboard("dashboard"), slow("slow");
   std::jthread slow_thread(run_slow, std::ref(map), std::ref(slow));

@@ -17,8 +17,8 @@ enum class EventKind {
   kRemove,       ///< live (or recovered): removed; `value` is null
   kResync,       ///< recovered after lag: the key's current value
   kReset,        ///< recovered after lag: drop your state; the whole state follows as kResync
-  kSnapshotEnd,  ///< optional marker after the history (mark_snapshot_end) or after a recovery
-                 ///< (mark_recovery_end): the state is whole as of seq (its cutoff); no key or value
+  kSnapshotEnd,  ///< optional marker that ends the history (mark_snapshot_end) or a recovery
+                 ///< (mark_recovery_end); seq = its cutoff; no key or value
 };
 
 template <class K, class V>
@@ -102,10 +102,14 @@ struct StreamingMapOptions {
 
   /// Emit a kSnapshotEnd after each recovery from lag (the kResync / kRemove events, or the
   /// kReset and the relisted state), stream_from()'s included, even when the recovery had
-  /// nothing to send. Its seq is the recovery's cutoff: the consumer's state is then the
-  /// map's as of that seq, and live events go on from the next one. Without it a consumer
-  /// learns that a relisting is over only from the next live event, which on a quiet map
-  /// may be long in coming. stream_n does not count it.
+  /// nothing to send; no live event comes between a recovery's events and it. Its seq is
+  /// the recovery's cutoff C, and live events go on from C + 1 unless the stream lags
+  /// again. At the marker every key the map has not changed since C has its value as of C
+  /// in the consumer's state; a key changed after C (while the recovery was read) keeps an
+  /// older value until its live event, which follows. So on a map not written during the
+  /// recovery the state at the marker is exactly the map's, as after a history. Without
+  /// it a consumer learns that a relisting is over only from the next live event, which on
+  /// a quiet map may be long in coming. stream_n does not count it.
   bool mark_recovery_end = false;
 };
 

@@ -105,6 +105,25 @@ class MapModel {
     return it != silent_.end() && it->second >= seq;
   }
 
+  /// The keys of an expiration group whose sequences no kRemove has pinned yet.
+  const std::vector<int>& unpinned(int group) const { return groups_[static_cast<size_t>(group)]; }
+
+  /// The keys whose state changed in (seq, last_seq()]: published mutations, every still
+  /// unpinned member of an expiration group among them. (Silent removals are not listed;
+  /// check_state() lets a consumer keep a silently removed key.)
+  std::set<int> changed_after(uint64_t seq) const {
+    std::set<int> keys;
+    for (uint64_t s = seq + 1; s <= last_seq(); ++s) {
+      const Mutation& m = *at(s);
+      if (m.key >= 0) {
+        keys.insert(m.key);
+      } else {
+        keys.insert(unpinned(m.group).begin(), unpinned(m.group).end());
+      }
+    }
+    return keys;
+  }
+
   const Mutation* at(uint64_t seq) const {
     if (seq <= initial_seq_ || seq > last_seq()) return nullptr;
     return &log_[seq - initial_seq_ - 1];
@@ -231,6 +250,7 @@ class StreamChecker {
     StreamChecker s(c);
     s.cutoff_ = m.last_seq();
     s.in_history_ = true;
+    s.exact_at_ = s.cutoff_;
     s.created_epoch_ = m.epoch();
     for (const auto& [k, e] : m.entries()) s.expected_snapshot_[k] = {e.seq, e.vid};
     s.position_ = s.cutoff_;
@@ -252,6 +272,7 @@ class StreamChecker {
     // after the call follows the policy. Otherwise it recovers whatever the policy.
     if (m.last_seq() - after <= c.ring) {
       s.known_next_ = after + 1;
+      s.exact_at_ = after;
     } else {
       s.forced_window_ = true;
       s.recovery_possible_ = true;
@@ -342,9 +363,10 @@ class StreamChecker {
   }
 
   /// The consumer caught up with last_seq(): its state must be the map's, except for keys
-  /// the map dropped without a sequence (its state keeps those).
-  std::string check_state(const MapModel& m) const {
+  /// the map dropped without a sequence (its state keeps those) and for `unsettled` keys.
+  std::string check_state(const MapModel& m, const std::set<int>& unsettled = {}) const {
     for (const auto& [k, e] : m.entries()) {
+      if (unsettled.count(k)) continue;
       auto it = state_.find(k);
       if (it == state_.end() || it->second.second != e.vid) {
         return "the consumer's state has k" + std::to_string(k) + " = " +
@@ -353,7 +375,7 @@ class StreamChecker {
       }
     }
     for (const auto& [k, sv] : state_) {
-      if (!m.entries().count(k) && !m.silently_removed_after(k, sv.first)) {
+      if (!unsettled.count(k) && !m.entries().count(k) && !m.silently_removed_after(k, sv.first)) {
         return "the consumer's state has k" + std::to_string(k) + " = v" + std::to_string(sv.second) +
                ", which the map removed";
       }
@@ -425,10 +447,13 @@ class StreamChecker {
     if (reset_cutoff_ && e.seq != *reset_cutoff_) {
       return "a relisting's kSnapshotEnd is not at its kReset's seq " + std::to_string(*reset_cutoff_);
     }
-    if (e.seq == m.last_seq()) {
-      if (std::string err = check_state(m); !err.empty()) return "at the recovery's kSnapshotEnd: " + err;
+    // Keys the map changed after the cutoff may still be older (their live events follow);
+    // every other key must be as of the cutoff, which is its value now.
+    if (std::string err = check_state(m, m.changed_after(e.seq)); !err.empty()) {
+      return "at the recovery's kSnapshotEnd, among the keys not changed since: " + err;
     }
     reset_cutoff_.reset();
+    exact_at_ = e.seq;
     recovered_since_marker_ = false;
     last_ = e.seq;
     position_ = e.seq;
@@ -477,6 +502,11 @@ class StreamChecker {
     }
     if (e.kind == EventKind::kUpsert) {
       if (config_.mark_recovery_end && recovered_since_marker_) return "a live event before the recovery's kSnapshotEnd";
+      // With recovery markers a live upsert always follows the last seq delivered: lag
+      // shows as a recovery, which ends with a marker at its cutoff.
+      if (config_.mark_recovery_end && exact_at_ && e.seq != *exact_at_ + 1) {
+        return "a live event after " + std::to_string(*exact_at_) + " (a recovery without its kSnapshotEnd?)";
+      }
       // Only the ring delivers kUpsert: the next event is seq + 1 unless lag (which needs
       // last_seq() to run more than the ring past it).
       known_next_ = e.seq + 1;
@@ -491,6 +521,7 @@ class StreamChecker {
     }
     if (reset_cutoff_ && e.seq > *reset_cutoff_) reset_cutoff_.reset();
     last_ = e.seq;
+    exact_at_ = e.seq;  // a recovered kRemove is followed by its recovery's marker, which resets it
     position_ = std::max(position_, e.seq);
     delivered_top_ = std::max(delivered_top_, e.seq);
     if (e.kind == EventKind::kUpsert) {
@@ -510,6 +541,7 @@ class StreamChecker {
       return "recovery in a kError stream (only a stream_from whose continuation had left the ring may recover)";
     }
     known_next_.reset();
+    exact_at_.reset();
     position_exact_ = false;
     resume_point_.reset();
     recovered_since_marker_ = true;
@@ -566,6 +598,9 @@ class StreamChecker {
   // does not say it, since delivering the newest mutation clears it mid-recovery.
   bool recovery_possible_ = false;
   bool recovered_since_marker_ = false;  // a kResync or kReset since the last recovery marker
+  // mark_recovery_end: the seq the next live upsert must follow (the cutoff, the last live
+  // event or recovery marker); unknown inside a recovery and in a forced window.
+  std::optional<uint64_t> exact_at_;
   std::optional<size_t> limit_;  // stream_n
   size_t counted_ = 0;            // events but kSnapshotEnd
   size_t events_ = 0;
