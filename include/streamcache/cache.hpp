@@ -66,7 +66,9 @@ class CacheBuilder {
   /// operation (replace, remove, invalidate) are reported on that thread before the
   /// operation returns; evictions and expirations by whichever thread runs maintenance,
   /// right after it released the maintenance lock. Exceptions it throws are swallowed:
-  /// the cache and the other notifications are unaffected.
+  /// the cache and the other notifications are unaffected. It must not wait for a thread
+  /// inside run_pending_tasks(), which waits for this delivery: for instance by joining a
+  /// get_with() whose loader calls run_pending_tasks().
   CacheBuilder& eviction_listener(std::function<void(const K&, const V&, RemovalCause)> l) {
     config_.listener = std::move(l);
     return *this;
