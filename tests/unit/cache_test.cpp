@@ -1112,6 +1112,26 @@ TEST(CacheRaces, GetWithThatFindsTheValueUnderTheLockCountsOneHitAndNoMiss) {
   EXPECT_EQ(cache.stats().misses, 1u);
 }
 
+// The same race: the hit under the lock is a read like any other, so the Expiry's read hook
+// runs for it (it did not, found by a review; time-to-idle moves there too). KeySeconds
+// gives key 7 seven seconds on create and 100 s on each read.
+TEST(CacheRaces, GetWithThatFindsTheValueUnderTheLockRunsTheReadExpiry) {
+  auto clock = std::make_shared<PausingClock>();
+  auto cache = StringCache::builder().clock(clock).expiry(std::make_shared<KeySeconds>()).build();
+  std::string got;
+  std::thread reader([&] {
+    PausingClock::pause_this_thread_at_call(2);  // 1: the first look; 2: just before the shard lock
+    got = cache.get_with(7, [] { return std::string("loaded"); });
+  });
+  while (!clock->paused()) std::this_thread::yield();
+  cache.insert(7, "inserted");  // expires at 7 s unless read
+  clock->release();
+  reader.join();
+  EXPECT_EQ(got, "inserted");
+  clock->advance(seconds(50));
+  EXPECT_EQ(cache.get(7), "inserted");
+}
+
 TEST(CacheBuilder, InitialCapacityBeyondWhatTheShardsCanAddressIsRejectedNamingTheOption) {
   std::string message = "no exception";
   try {

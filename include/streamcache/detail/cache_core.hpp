@@ -535,24 +535,32 @@ class CacheCore {
     Shard& s = shard_for(h);
     std::shared_ptr<Flight> flight;
     bool leader = false;
+    NodeId brought_forward = kNoNode;
     {
       const int64_t now = expires_ ? now_ns() : 0;
       WriterLock<SharedMutex> lock(s.mu);
       auto it = s.map.find(key, h);
       if (it != s.map.end() && !is_expired(it->id, now)) {
-        // Loaded by someone between our first look and the lock: a hit after all.
-        hit.emplace(node(it->id).value);
+        // Loaded by someone between our first look and the lock: a hit after all, and a
+        // read like any other for time-to-idle and the Expiry hook.
+        Node& n = node(it->id);
+        hit.emplace(n.value);
+        if (on_read_locked(it->id, n, now)) brought_forward = it->id;
         stats_->add(kHits);
-        return nullptr;
-      }
-      stats_->add(kMisses);
-      auto& slot = s.loading[key][kind];
-      if (slot) {
-        flight = slot;
       } else {
-        slot = flight = std::make_shared<Flight>();
-        leader = true;
+        stats_->add(kMisses);
+        auto& slot = s.loading[key][kind];
+        if (slot) {
+          flight = slot;
+        } else {
+          slot = flight = std::make_shared<Flight>();
+          leader = true;
+        }
       }
+    }
+    if (hit) {
+      if (brought_forward != kNoNode) reschedule_now(brought_forward);  // outside the shard lock
+      return nullptr;
     }
     if (!leader) {
       flight->done.wait(false, std::memory_order_acquire);  // acquire: pairs with the release store below
