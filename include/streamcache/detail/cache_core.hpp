@@ -1322,8 +1322,9 @@ class CacheCore {
     // while this pass still had 256 to evict (a review measured 1514 entries at a bound
     // of 1000 + 256 + writers). seq_cst (default): pairs with the increment in after_write().
     pending_units_.fetch_sub(std::exchange(applied_units_, 0));
-    // relaxed: weighted_size() is a statistic; run_pending_tasks() callers synchronize
-    // through the maintenance lock anyway.
+    // relaxed: weighted_size() is a statistic. A thread whose run_pending_tasks() ran this
+    // pass (or a later one) reads it after taking the maintenance lock, which orders it;
+    // from a listener, where run_pending_tasks() does nothing, it may read an older figure.
     weighted_size_.store(policy_->weighted_size(), std::memory_order_relaxed);
   }
 
