@@ -105,9 +105,6 @@ class MapModel {
     return it != silent_.end() && it->second >= seq;
   }
 
-  /// The keys of an expiration group whose sequences no kRemove has pinned yet.
-  const std::vector<int>& unpinned(int group) const { return groups_[static_cast<size_t>(group)]; }
-
   /// The keys whose state changed in (seq, last_seq()]: published mutations, every still
   /// unpinned member of an expiration group among them. (Silent removals are not listed;
   /// check_state() lets a consumer keep a silently removed key.)
@@ -118,7 +115,7 @@ class MapModel {
       if (m.key >= 0) {
         keys.insert(m.key);
       } else {
-        keys.insert(unpinned(m.group).begin(), unpinned(m.group).end());
+        keys.insert(groups_[m.group].begin(), groups_[m.group].end());
       }
     }
     return keys;
@@ -434,8 +431,8 @@ class StreamChecker {
   }
 
   /// mark_recovery_end: the recovery is over, and its cutoff (the marker's seq) is where the
-  /// stream reads the ring from: the consumer's state is exact there, and the next live
-  /// event is seq + 1 unless the stream lags again.
+  /// stream reads the ring from: keys not changed since are exact there, the others follow
+  /// live, and the next live event is seq + 1 unless the stream lags again.
   std::string on_recovery_end(const MapModel& m, const SeenEvent& e) {
     if (std::string err = end_history(m); !err.empty()) return err;
     if (!recovery_possible_) return "a recovery's kSnapshotEnd although the ring cannot have overwritten anything unread";
