@@ -179,6 +179,36 @@ class Cache {
     return flight->value;
   }
 
+  /// Atomically reads and changes one key (Caffeine's compute(), Moka's
+  /// `and_compute_with`). `f(current)` gets the key's value (nullopt when absent or
+  /// expired) and returns a ComputeOp: put(v) inserts or replaces, remove() removes,
+  /// nop() leaves it. Atomic with respect to every other operation on the key:
+  ///  - computes of one key run one at a time, in turn;
+  ///  - `f` runs outside any lock; if another write, removal, eviction or expiry changes
+  ///    the key while it runs, its decision is dropped and `f` runs again on the new
+  ///    value. So `f` may run more than once, and plain writes never wait for it.
+  /// Returns what happened and the value cached (or removed). A put is a write like
+  /// insert() (kReplaced for the old value, expire_after_create or _update, time-to-live
+  /// and time-to-idle restart); a remove is reported as kExplicit. A compute counts no
+  /// hit or miss and its read is no read for time-to-idle or the eviction policy.
+  /// If `f` throws, nothing changes and the exception propagates. `f` may read the cache
+  /// and write other keys, but must not write or compute its own key: that throws
+  /// std::logic_error instead of waiting for itself. Two computes whose functions
+  /// compute each other's keys deadlock, as two nested locks taken in opposite orders
+  /// would.
+  template <class F>
+  ComputeResult<V> compute(const K& key, F&& f) {
+    return core_->compute(key, std::forward<F>(f));
+  }
+
+  /// compute() that always puts: `f(current)` returns the new value, which is returned
+  /// (Moka's `and_upsert_with`). For a counter: `upsert_with(k, [](auto& n) { return
+  /// n.value_or(0) + 1; })`.
+  template <class F>
+  V upsert_with(const K& key, F&& f) {
+    return *core_->compute(key, [&](const std::optional<V>& current) { return ComputeOp<V>::put(f(current)); }).value;
+  }
+
   /// Removes `key`, returning its value (nullopt if absent or expired). Reported as
   /// kExplicit (kExpired if it had expired).
   std::optional<V> remove(const K& key) { return core_->remove(key); }

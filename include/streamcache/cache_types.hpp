@@ -1,8 +1,9 @@
-// The vocabulary of the cache: removal causes, per-entry expiry, statistics.
+// The vocabulary of the cache: removal causes, per-entry expiry, statistics, compute().
 #pragma once
 
 #include <cstdint>
 #include <optional>
+#include <utility>
 
 #include "streamcache/clock.hpp"
 
@@ -65,6 +66,45 @@ struct CacheStats {
     const uint64_t lookups = hits + misses;
     return lookups == 0 ? 0.0 : static_cast<double>(hits) / static_cast<double>(lookups);
   }
+};
+
+/// What a compute() function decides for its key, given the current value: keep things
+/// as they are, put a value (insert or replace), or remove the entry. Moka's
+/// `compute::Op`; Caffeine's compute() says the same with a value or null.
+template <class V>
+class ComputeOp {
+ public:
+  enum class Action : uint8_t { kNop, kPut, kRemove };
+
+  static ComputeOp nop() { return ComputeOp(Action::kNop, std::nullopt); }
+  static ComputeOp put(V value) { return ComputeOp(Action::kPut, std::move(value)); }
+  static ComputeOp remove() { return ComputeOp(Action::kRemove, std::nullopt); }
+
+  Action action() const { return action_; }
+  /// kPut: the value to write.
+  std::optional<V>& value() { return value_; }
+
+ private:
+  ComputeOp(Action action, std::optional<V> value) : action_(action), value_(std::move(value)) {}
+  Action action_;
+  std::optional<V> value_;
+};
+
+/// What compute() did.
+enum class ComputeOutcome : uint8_t {
+  kInserted,     ///< the key was absent and now has the value put
+  kReplaced,     ///< the key's value was replaced (the old one reported as kReplaced)
+  kRemoved,      ///< the entry was removed (reported as kExplicit)
+  kUnchanged,    ///< the key was present and the function chose kNop
+  kStillAbsent,  ///< the key was absent and stays so (kNop or kRemove on an absent key)
+};
+
+/// compute()'s outcome and the value that goes with it: the value now cached (kInserted,
+/// kReplaced, kUnchanged), the value removed (kRemoved), or nullopt (kStillAbsent).
+template <class V>
+struct ComputeResult {
+  ComputeOutcome outcome;
+  std::optional<V> value;
 };
 
 }  // namespace streamcache

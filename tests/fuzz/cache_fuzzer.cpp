@@ -214,7 +214,8 @@ class Fuzz {
     begin_step();
     const uint8_t op = in_.byte();
     switch (op % 20) {
-      case 0: case 1: case 2: case 3: case 4: do_insert(next_key()); break;
+      case 0: case 1: case 2: case 3: do_insert(next_key()); break;
+      case 4: do_compute(); break;
       case 5: case 6: case 7: case 8: do_get(next_key()); break;
       case 9: do_get_with(); break;
       case 10: do_try_get_with(); break;
@@ -337,6 +338,61 @@ class Fuzz {
     ++next_vid_;
     ++writes_;
     model_->load_succeeded(k, vid);
+  }
+
+  // compute(): mode 0 nop, 1 remove, 2 put, 3 the function throws, 4 upsert_with. In one
+  // thread the function runs exactly once, on the live value.
+  void do_compute() {
+    const int k = next_key();
+    const int mode = in_.byte() % 5;
+    const uint32_t vid = next_vid_;
+    static constexpr std::array<const char*, 5> kModes = {"nop", "remove", "put v", "throws", "upsert_with v"};
+    describe(std::string(mode == 4 ? "upsert_with(k" : "compute(k") + std::to_string(k) + ", " + kModes[static_cast<size_t>(mode)] +
+             (mode == 2 || mode == 4 ? std::to_string(vid) : "") + ")");
+    const std::optional<uint32_t> live = model_->peek(k);
+    int calls = 0;
+    const auto saw = [&](const std::optional<Value>& current) {
+      ++calls;
+      check_value("compute's function got", current, live);
+    };
+    if (mode == 4) {
+      const Value got = cache_->upsert_with(key_name(k), [&](const std::optional<Value>& current) {
+        saw(current);
+        return value_name(vid);
+      });
+      check_value("upsert_with", got, vid);
+    } else {
+      using Op = streamcache::ComputeOp<Value>;
+      bool threw = false;
+      std::optional<streamcache::ComputeResult<Value>> r;
+      try {
+        r = cache_->compute(key_name(k), [&](const std::optional<Value>& current) {
+          saw(current);
+          if (mode == 3) throw LoaderError();
+          return mode == 0 ? Op::nop() : mode == 1 ? Op::remove() : Op::put(value_name(vid));
+        });
+      } catch (const LoaderError&) {
+        threw = true;
+      }
+      FUZZ_CHECK(threw == (mode == 3), [] { return std::string("compute's function threw but compute did not, or the reverse"); });
+      if (r) {
+        using O = streamcache::ComputeOutcome;
+        const O want = mode == 2 ? (live ? O::kReplaced : O::kInserted)
+                       : live   ? (mode == 1 ? O::kRemoved : O::kUnchanged)
+                                : O::kStillAbsent;
+        FUZZ_CHECK(r->outcome == want, [&] { return "compute's outcome " + std::to_string(static_cast<int>(r->outcome)) +
+                                                    ", expected " + std::to_string(static_cast<int>(want)); });
+        check_value("compute", r->value, mode == 2 ? std::optional<uint32_t>(vid) : live);
+      }
+    }
+    FUZZ_CHECK(calls == 1, [&] { return "compute's function ran " + std::to_string(calls) + " times in one thread"; });
+    if (mode == 2 || mode == 4) {
+      ++next_vid_;
+      ++writes_;
+      model_->insert(k, vid);
+    } else if (mode == 1 && live) {
+      model_->remove(k);
+    }
   }
 
   void do_remove(bool invalidate) {

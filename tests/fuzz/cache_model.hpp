@@ -189,6 +189,13 @@ class CacheModel {
     return it != entries_.end() && !expired(it->second);
   }
 
+  /// The live value, as compute() reads it: no hit or miss, no read for expiry.
+  std::optional<uint32_t> peek(int key) const {
+    auto it = entries_.find(key);
+    if (it == entries_.end() || expired(it->second)) return std::nullopt;
+    return it->second.vid;
+  }
+
   std::optional<uint32_t> get(int key) {
     auto it = entries_.find(key);
     if (it == entries_.end() || expired(it->second)) {

@@ -9,7 +9,7 @@ import os
 import random
 
 # Opcodes (the opcode byte % 20 in Fuzz::step()).
-INSERT, GET, GET_WITH, TRY_GET_WITH, OPT_GET_WITH = 0, 5, 9, 10, 11
+INSERT, COMPUTE, GET, GET_WITH, TRY_GET_WITH, OPT_GET_WITH = 0, 4, 5, 9, 10, 11
 REMOVE, INVALIDATE, INVALIDATE_IF, ALL_OR_FOR_EACH, ADVANCE, RUN, BURST = 12, 13, 14, 15, 16, 18, 19
 
 # Flag bits of config byte 1.
@@ -34,6 +34,8 @@ def mixed(rng, n, weights):
             out.append(rng.randrange(16))
         elif op in (GET_WITH, TRY_GET_WITH, OPT_GET_WITH):
             out += bytes([rng.randrange(16), rng.randrange(4)])
+        elif op == COMPUTE:
+            out += bytes([rng.randrange(16), rng.randrange(5)])
         elif op in (INVALIDATE_IF, ALL_OR_FOR_EACH):
             out.append(rng.randrange(256))
         elif op == ADVANCE:
@@ -87,6 +89,12 @@ def seeds():
     # Enough sampled requests (2 guard periods of 1024) for the policy to grow its window.
     yield "bursts-window-grows", config(14, keys=16) + bytes([BURST, 0x7F] * 12 + [BURST, 0xFF] * 6 + [BURST, 0x7F] * 6)
     yield "invalid-shards", config(4, keys=4, shards=31) + bytes([INSERT, 1])
+    # compute() among everything else, with a weigher, expiry and a throwing listener
+    # (its own generator, so that the seeds above stay as they were).
+    crng = random.Random(20261207)
+    computes = {**EVERYTHING, COMPUTE: 6}
+    yield "compute", config(6, WEIGHER | TTL | EXPIRY, ttl=9, keys=8, unit=SEC) + mixed(crng, 300, computes)
+    yield "compute-throwing-listener", config(3, THROWING_LISTENER | TTI, tti=5, keys=6) + mixed(crng, 200, computes)
 
 
 def main():

@@ -9,6 +9,7 @@
 #include <atomic>
 #include <chrono>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <stdexcept>
 #include <thread>
@@ -258,6 +259,60 @@ TEST(CacheStress, ReadersNeverSeeAHalfWrittenValueWhenWritesResumeAfterAReadOnly
   EXPECT_GT(hits.load(), 0u);
   cache.run_pending_tasks();
   EXPECT_EQ(cache.entry_count(), static_cast<uint64_t>(kPairKeys)) << "an update was lost or an entry evicted";
+}
+
+// Counters kept by compute(): two threads increment a few hot keys with upsert_with while
+// a third removes them (remove, invalidate_if), and a small capacity and a short
+// time-to-live evict and expire them. No increment may be lost or counted twice: every
+// counter value leaves the cache exactly once, reported with a cause other than
+// kReplaced (a compute's put reports the value it built on as kReplaced), so the sum of
+// those reports, once the cache is emptied, is the number of increments. A compute that
+// applied its put over a value removed while its function ran would count it twice.
+TEST(CacheStress, ComputedCountersLoseNoIncrementWhileTheyAreRemovedEvictedAndExpired) {
+  constexpr int kCounters = 16;
+  constexpr int kIncrementsPerThread = 100'000;
+  std::atomic<uint64_t> left_the_cache{0};
+  auto cache = Cache<int, uint64_t>::builder()
+                   .max_capacity(kCounters + 8)
+                   .time_to_live(milliseconds(2))
+                   .eviction_listener([&](const int& key, const uint64_t& count, RemovalCause cause) {
+                     if (key < kCounters && cause != RemovalCause::kReplaced) left_the_cache += count;
+                   })
+                   .build();
+  std::atomic<bool> stop{false};
+  std::atomic<uint64_t> increments{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 2; ++t) {
+    threads.emplace_back([&, t] {
+      std::mt19937 rng(static_cast<uint32_t>(t));
+      const auto deadline = Steady::now() + kRunFor;
+      uint64_t mine = 0;
+      for (int i = 0; i < kIncrementsPerThread && (i % 256 != 0 || Steady::now() < deadline); ++i, ++mine) {
+        cache.upsert_with(static_cast<int>(rng() % kCounters), [](const std::optional<uint64_t>& n) { return n.value_or(0) + 1; });
+      }
+      increments += mine;
+    });
+  }
+  threads.emplace_back([&] {
+    std::mt19937 rng(7);
+    for (uint64_t i = 0; !stop.load(std::memory_order_relaxed); ++i) {
+      const int key = static_cast<int>(rng() % kCounters);
+      switch (rng() % 8) {
+        case 0: cache.remove(key); break;
+        case 1: cache.invalidate_if([&](const int& k, const uint64_t&) { return k == key; }); break;
+        case 2: cache.compute(key, [](const std::optional<uint64_t>&) { return ComputeOp<uint64_t>::nop(); }); break;
+        default: cache.insert(kCounters + static_cast<int>(i % 64), i); break;  // pressure: evictions
+      }
+    }
+  });
+  for (int t = 0; t < 2; ++t) threads[static_cast<size_t>(t)].join();
+  stop = true;
+  threads.back().join();
+  cache.run_pending_tasks();
+  cache.invalidate_all();
+  cache.run_pending_tasks();
+  EXPECT_GT(increments.load(), 0u);
+  EXPECT_EQ(left_the_cache.load(), increments.load());
 }
 
 }  // namespace

@@ -1,5 +1,7 @@
 #include "streamcache/cache.hpp"
 
+#include "unit/cache_test_support.hpp"
+
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -29,18 +31,7 @@ using ::testing::ElementsAre;
 using ::testing::Pair;
 using ::testing::UnorderedElementsAre;
 
-// Records every listener call, in order.
-struct Removals {
-  std::vector<std::tuple<int, std::string, RemovalCause>> calls;
-  std::function<void(const int&, const std::string&, RemovalCause)> listener() {
-    return [this](const int& k, const std::string& v, RemovalCause c) { calls.emplace_back(k, v, c); };
-  }
-  size_t count(RemovalCause cause) const {
-    size_t n = 0;
-    for (const auto& c : calls) n += std::get<2>(c) == cause;
-    return n;
-  }
-};
+using test_support::Removals;
 
 using StringCache = Cache<int, std::string>;
 

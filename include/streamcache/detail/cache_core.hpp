@@ -136,6 +136,15 @@ class CacheCore {
   struct Node;
   using Arena = NodeArena<Node>;
 
+  // A write's or removal's precondition, checked under the shard lock before anything
+  // changes: guard(id of the key's entry or kNoNode, whether it expired) -> go ahead.
+  // Only compute() sets one; a guarded write is a compute's own.
+  struct NoGuard {
+    bool operator()(NodeId, bool) const { return true; }
+  };
+  template <class Guard>
+  static constexpr bool kGuarded = !std::is_same_v<std::remove_cvref_t<Guard>, NoGuard>;
+
  public:
   explicit CacheCore(CacheConfig<K, V> config, Ext ext = {}) : config_(std::move(config)), ext_(std::move(ext)) {
     validate();
@@ -438,8 +447,10 @@ class CacheCore {
 
   /// remove() that also runs `on_remove(extra, key, value, cause)` under the shard lock when
   /// an entry (live: kExplicit, or expired: kExpired) is removed; it must not throw.
-  template <class OnRemove>
-  std::optional<V> remove_with(const K& key, OnRemove&& on_remove) {
+  /// Returns nullopt, changing nothing, if `guard` refuses (see NoGuard); an unguarded
+  /// removal marks a compute of the key in its turn, as write() does.
+  template <class OnRemove, class Guard = NoGuard>
+  std::optional<V> remove_with(const K& key, OnRemove&& on_remove, Guard&& guard = {}) {
     const uint64_t h = hash_key(key);
     Shard& s = shard_for(h);
     const int64_t now = expires_ ? now_ns() : 0;
@@ -448,7 +459,14 @@ class CacheCore {
     {
       WriterLock<SharedMutex> lock(s.mu);
       auto it = s.map.find(key, h);
+      if constexpr (kGuarded<Guard>) {
+        const bool found = it != s.map.end();
+        if (!guard(found ? it->id : kNoNode, found && is_expired(it->id, now))) return std::nullopt;
+      }
       if (it == s.map.end()) return std::nullopt;
+      if constexpr (!kGuarded<Guard>) {
+        if (!s.loading.empty()) note_write_during_compute_locked(s, key);
+      }
       const NodeId id = it->id;
       const bool expired = is_expired(id, now);
       Node& n = node(id);
@@ -505,14 +523,21 @@ class CacheCore {
   // ---- Loaders -------------------------------------------------------------------------
 
   /// The three loader flavours share one single-flight mechanism; a key's in-flight
-  /// loads are tracked per flavour, since their outcomes differ in type.
-  enum LoadKind : size_t { kLoadValue = 0, kLoadStatus = 1, kLoadOptional = 2 };
+  /// loads are tracked per flavour, since their outcomes differ in type. The fourth slot
+  /// is no load: it holds the key's compute() turn (see there).
+  enum LoadKind : size_t { kLoadValue = 0, kLoadStatus = 1, kLoadOptional = 2, kCompute = 3 };
 
   struct Flight {
     std::atomic<bool> done{false};  // set (release) after the outcome below is written
     std::optional<V> value;
     std::exception_ptr error;
     absl::Status status;
+    // kCompute only. The thread whose turn it is (set before the flight is shared); under
+    // the shard lock: whether a write or removal of the key came since compute() last
+    // read it, and whether the compute has taken effect.
+    std::thread::id owner;
+    bool conflict = false;
+    bool applied = false;
   };
 
   /// Returns the cached value, or joins or leads the load of `key`. `run(flight)` is
@@ -591,18 +616,82 @@ class CacheCore {
     stats_->add(flight->value ? kLoadSuccesses : kLoadFailures);
     {
       WriterLock<SharedMutex> lock(s.mu);
-      auto it = s.loading.find(key);
-      if (it != s.loading.end()) {
-        it->second[kind].reset();
-        if (std::all_of(it->second.begin(), it->second.end(), [](const auto& f) { return !f; })) {
-          s.loading.erase(it);
-        }
-      }
+      clear_flight_locked(s, key, kind);
     }
     flight->done.store(true, std::memory_order_release);  // release: publishes the outcome
     flight->done.notify_all();
     after_write(units);
     return flight;
+  }
+
+  // ---- Compute -------------------------------------------------------------------------
+
+  /// Cache::compute(): an atomic read-modify-write of one key.
+  ///
+  /// Computes of one key take turns: the kCompute slot of the key's Shard::loading entry
+  /// is the turn, and the others wait for it to end. In its turn a compute reads the
+  /// key, runs `decide(current)` outside any lock, and applies the decision under the
+  /// shard lock only if the key is still as it read it; otherwise it reads and decides
+  /// again. "Still as read" means: no write or removal of the key marked the turn in
+  /// conflict (plain writes never wait for a compute, they mark it: see write()), and the
+  /// key's live entry, if any, is the one read (eviction, expiry and invalidate_if()
+  /// remove entries without marking, and a removed key can only come back by a write).
+  /// So a compute is atomic with respect to every other operation on its key, and
+  /// `decide` may run more than once. kNop, and kRemove of an absent key, change nothing:
+  /// they take effect at the read.
+  template <class Decide>
+  ComputeResult<V> compute(const K& key, Decide&& decide) {
+    using Action = typename ComputeOp<V>::Action;
+    const uint64_t h = hash_key(key);
+    Shard& s = shard_for(h);
+    const std::shared_ptr<Flight> turn = take_compute_turn(s, key);
+    struct EndTurn {
+      CacheCore& core;
+      Shard& s;
+      const K& key;
+      Flight& turn;
+      ~EndTurn() { core.end_compute_turn(s, key, turn); }
+    } end_turn{*this, s, key, *turn};
+    for (;;) {
+      std::optional<V> current;
+      const NodeId seen = read_for_compute(s, key, h, *turn, current);
+      ComputeOp<V> op = decide(static_cast<const std::optional<V>&>(current));
+      // Called under the shard lock by write() / remove_with() with what they found; once
+      // it passes, the compute has taken effect and later writes of the key need not
+      // mark the turn (see note_write_during_compute_locked()).
+      const auto still_as_read = [&](NodeId id, bool expired) {
+        if (turn->conflict || (id != kNoNode && !expired ? id : kNoNode) != seen) return false;
+        turn->applied = true;
+        return true;
+      };
+      switch (op.action()) {
+        case Action::kNop:
+          return {seen == kNoNode ? ComputeOutcome::kStillAbsent : ComputeOutcome::kUnchanged, std::move(current)};
+        case Action::kRemove: {
+          if (seen == kNoNode) return {ComputeOutcome::kStillAbsent, std::nullopt};
+          std::optional<V> removed = remove_with(key, NoRemoveHook{}, still_as_read);
+          if (!removed) continue;  // the entry read is no longer there: decide again
+          return {ComputeOutcome::kRemoved, std::move(removed)};
+        }
+        case Action::kPut: {
+          std::optional<V> result(*op.value());  // a copy to return; may throw: nothing changed
+          Notifications out;
+          int64_t units = 0;
+          bool applied = false;
+          try {
+            applied = write(K(key), std::move(*op.value()), h, out, units, NoWriteHook{}, still_as_read);
+          } catch (...) {
+            deliver(out);  // what a failed replacement displaced (see write())
+            after_write(units);
+            throw;
+          }
+          if (!applied) continue;
+          deliver(out);
+          after_write(units);
+          return {seen == kNoNode ? ComputeOutcome::kInserted : ComputeOutcome::kReplaced, std::move(result)};
+        }
+      }
+    }
   }
 
   // ---- Maintenance ---------------------------------------------------------------------
@@ -734,7 +823,7 @@ class CacheCore {
     std::vector<uint32_t> free_locals ABSL_GUARDED_BY(mu);
     uint32_t next_local ABSL_GUARDED_BY(mu) = 0;
     std::vector<WriteEvent> log ABSL_GUARDED_BY(mu);
-    absl::flat_hash_map<K, std::array<std::shared_ptr<Flight>, 3>, Hash, Eq> loading ABSL_GUARDED_BY(mu);
+    absl::flat_hash_map<K, std::array<std::shared_ptr<Flight>, 4>, Hash, Eq> loading ABSL_GUARDED_BY(mu);  // by LoadKind
     IntrusiveList<OrderHookOf> order ABSL_GUARDED_BY(mu);  // write order (Ext::kWriteOrder only)
     // Ext::kOrderEpochs only (see "Write order and its epoch markers"): the epoch markers
     // in list order, the last one's epoch (so that writes need not touch it), and a marker
@@ -925,6 +1014,73 @@ class CacheCore {
     if (wheel_->scheduled(id)) wheel_->schedule(id, deadline(id));
   }
 
+  // ---- Compute turns -------------------------------------------------------------------
+
+  /// Takes `key`'s compute turn, waiting for the turns before it to end (see compute()).
+  std::shared_ptr<Flight> take_compute_turn(Shard& s, const K& key) {
+    auto mine = std::make_shared<Flight>();
+    mine->owner = std::this_thread::get_id();
+    for (;;) {
+      std::shared_ptr<Flight> busy;
+      {
+        WriterLock<SharedMutex> lock(s.mu);
+        std::shared_ptr<Flight>& slot = s.loading[key][kCompute];
+        if (!slot) {
+          slot = mine;
+          return mine;
+        }
+        busy = slot;
+      }
+      // Waiting would never end: the turn is this thread's own, further up its stack.
+      if (busy->owner == mine->owner) throw std::logic_error("streamcache: compute() of a key inside that key's compute()");
+      busy->done.wait(false);
+    }
+  }
+
+  void end_compute_turn(Shard& s, const K& key, Flight& turn) {
+    {
+      WriterLock<SharedMutex> lock(s.mu);
+      clear_flight_locked(s, key, kCompute);
+    }
+    turn.done.store(true);
+    turn.done.notify_all();
+  }
+
+  /// Reads `key` for its compute turn `turn`: the live entry's id (kNoNode if absent or
+  /// expired), its value into `current`; clears the turn's conflict mark.
+  NodeId read_for_compute(Shard& s, const K& key, uint64_t h, Flight& turn, std::optional<V>& current) {
+    const int64_t now = expires_ ? now_ns() : 0;
+    WriterLock<SharedMutex> lock(s.mu);  // exclusive: the conflict mark is written under it
+    turn.conflict = false;
+    auto it = s.map.find(key, h);
+    if (it == s.map.end() || is_expired(it->id, now)) return kNoNode;
+    current.emplace(node(it->id).value);  // may throw: the turn ends, nothing changed
+    return it->id;
+  }
+
+  /// A write or removal of `key` that is not a compute's own: a compute of the key
+  /// between its read and its effect must read again. From the computing thread, before
+  /// the compute took effect, it can only come from the compute's function, which would
+  /// then decide forever: refused.
+  void note_write_during_compute_locked(Shard& s, const K& key) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu) {
+    auto it = s.loading.find(key);
+    if (it == s.loading.end() || !it->second[kCompute]) return;
+    Flight& turn = *it->second[kCompute];
+    if (turn.applied) return;
+    if (turn.owner == std::this_thread::get_id()) {
+      throw std::logic_error("streamcache: compute()'s function wrote or removed the key it computes");
+    }
+    turn.conflict = true;
+  }
+
+  /// Ends a key's load or compute turn of kind `kind` in Shard::loading.
+  void clear_flight_locked(Shard& s, const K& key, LoadKind kind) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu) {
+    auto it = s.loading.find(key);
+    if (it == s.loading.end()) return;
+    it->second[kind].reset();
+    if (std::all_of(it->second.begin(), it->second.end(), [](const auto& f) { return !f; })) s.loading.erase(it);
+  }
+
   // ---- Write path ----------------------------------------------------------------------
 
   uint32_t weigh(const K& key, const V& value) const {
@@ -940,8 +1096,11 @@ class CacheCore {
   /// `on_write(extra, key, value)` runs under the shard lock once the entry is written
   /// (also for a value never kept, with a scratch NodeExtra, followed by the extension's
   /// removed_locked(..., kSize)); it must not throw.
-  template <class OnWrite = NoWriteHook>
-  void write(K key, V value, uint64_t h, Notifications& out, int64_t& units, OnWrite&& on_write = {}) {
+  /// Returns false, changing nothing, if `guard` refuses (see NoGuard). An unguarded
+  /// write marks a compute of the key in its turn (see note_write_during_compute_locked()).
+  template <class OnWrite = NoWriteHook, class Guard = NoGuard>
+  bool write(K key, V value, uint64_t h, Notifications& out, int64_t& units, OnWrite&& on_write = {},
+             Guard&& guard = {}) {
     static_assert(!Ext::kOrderEpochs ||
                       std::is_convertible_v<std::invoke_result_t<OnWrite&, typename Ext::NodeExtra&, const K&, const V&>,
                                             uint64_t>,
@@ -958,6 +1117,12 @@ class CacheCore {
       if (s.epoch_markers.size() == s.epoch_markers.capacity()) s.epoch_markers.reserve(2 * s.epoch_markers.size() + 2);
     }
     auto it = s.map.find(key, h);
+    if constexpr (kGuarded<Guard>) {
+      const bool found = it != s.map.end();
+      if (!guard(found ? it->id : kNoNode, found && is_expired(it->id, now))) return false;
+    } else if (!s.loading.empty()) {
+      note_write_during_compute_locked(s, key);
+    }
     if (it != s.map.end()) {
       const NodeId id = it->id;
       Node& n = node(id);
@@ -988,7 +1153,7 @@ class CacheCore {
         s.log.push_back(WriteEvent{id, weight, static_cast<uint32_t>(h), EventKind::kUpdate});
         mark_dirty(id);
         units = pending_units(EventKind::kUpdate);
-        return;
+        return true;
       }
     } else if (!too_heavy) {
       const int64_t custom = custom_slot_ >= 0
@@ -1018,7 +1183,7 @@ class CacheCore {
       s.log.push_back(WriteEvent{id, weight, static_cast<uint32_t>(h), EventKind::kAdd});
       mark_dirty(id);
       units = pending_units(EventKind::kAdd);
-      return;
+      return true;
     }
     // Heavier than the whole capacity: never kept, reported once as evicted for size.
     typename Ext::NodeExtra scratch{};
@@ -1026,6 +1191,7 @@ class CacheCore {
     ext_.removed_locked(scratch, static_cast<const K&>(key), static_cast<const V&>(value), RemovalCause::kSize);
     stats_->add(kEvictionsSize);
     if (config_.listener) out.push_back(Notification{std::move(key), std::move(value), RemovalCause::kSize});
+    return true;
   }
 
   /// write()'s replacement of a live entry's value, for a V whose move assignment may

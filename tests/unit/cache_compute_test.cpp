@@ -1,0 +1,379 @@
+// Cache::compute() and upsert_with(): what each decision does, and that a compute is
+// atomic with respect to whatever else happens to its key while its function runs.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <future>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <tuple>
+#include <vector>
+
+#include "streamcache/cache.hpp"
+#include "unit/cache_test_support.hpp"
+
+namespace streamcache {
+namespace {
+
+using std::chrono::seconds;
+using test_support::Removals;
+using ::testing::ElementsAre;
+
+using StringCache = Cache<int, std::string>;
+using Op = ComputeOp<std::string>;
+
+// A compute function that records what it was given.
+struct Recorder {
+  std::vector<std::optional<std::string>> seen;
+  auto then(Op op) {
+    return [this, op](const std::optional<std::string>& current) {
+      seen.push_back(current);
+      return op;
+    };
+  }
+};
+
+TEST(CacheCompute, PutOnAnAbsentKeyInsertsIt) {
+  Removals removals;
+  auto cache = StringCache::builder().eviction_listener(removals.listener()).build();
+  Recorder f;
+  const ComputeResult<std::string> r = cache.compute(1, f.then(Op::put("one")));
+  EXPECT_EQ(r.outcome, ComputeOutcome::kInserted);
+  EXPECT_EQ(r.value, "one");
+  EXPECT_THAT(f.seen, ElementsAre(std::nullopt));
+  EXPECT_EQ(cache.get(1), "one");
+  cache.run_pending_tasks();
+  EXPECT_TRUE(removals.calls.empty());
+}
+
+TEST(CacheCompute, PutOnAPresentKeyReplacesItAndReportsTheOldValueAsReplaced) {
+  Removals removals;
+  auto cache = StringCache::builder().eviction_listener(removals.listener()).build();
+  cache.insert(1, "one");
+  Recorder f;
+  const auto r = cache.compute(1, f.then(Op::put("uno")));
+  EXPECT_EQ(r.outcome, ComputeOutcome::kReplaced);
+  EXPECT_EQ(r.value, "uno");
+  EXPECT_THAT(f.seen, ElementsAre("one"));
+  EXPECT_EQ(cache.get(1), "uno");
+  cache.run_pending_tasks();
+  EXPECT_THAT(removals.calls, ElementsAre(std::make_tuple(1, "one", RemovalCause::kReplaced)));
+  EXPECT_EQ(cache.stats().replacements, 1u);
+}
+
+TEST(CacheCompute, RemoveReturnsTheValueAndReportsExplicit) {
+  Removals removals;
+  auto cache = StringCache::builder().eviction_listener(removals.listener()).build();
+  cache.insert(1, "one");
+  const auto r = cache.compute(1, [](const std::optional<std::string>&) { return Op::remove(); });
+  EXPECT_EQ(r.outcome, ComputeOutcome::kRemoved);
+  EXPECT_EQ(r.value, "one");
+  EXPECT_FALSE(cache.contains_key(1));
+  cache.run_pending_tasks();
+  EXPECT_THAT(removals.calls, ElementsAre(std::make_tuple(1, "one", RemovalCause::kExplicit)));
+  EXPECT_EQ(cache.stats().invalidations, 1u);
+  EXPECT_EQ(cache.entry_count(), 0u);
+}
+
+TEST(CacheCompute, NopAndRemoveOfAnAbsentKeyChangeNothing) {
+  Removals removals;
+  auto cache = StringCache::builder().eviction_listener(removals.listener()).build();
+  cache.insert(1, "one");
+  const auto kept = cache.compute(1, [](const std::optional<std::string>&) { return Op::nop(); });
+  EXPECT_EQ(kept.outcome, ComputeOutcome::kUnchanged);
+  EXPECT_EQ(kept.value, "one");
+  const auto absent = cache.compute(2, [](const std::optional<std::string>&) { return Op::nop(); });
+  EXPECT_EQ(absent.outcome, ComputeOutcome::kStillAbsent);
+  EXPECT_EQ(absent.value, std::nullopt);
+  const auto removed_nothing = cache.compute(2, [](const std::optional<std::string>&) { return Op::remove(); });
+  EXPECT_EQ(removed_nothing.outcome, ComputeOutcome::kStillAbsent);
+  EXPECT_EQ(cache.get(1), "one");
+  EXPECT_FALSE(cache.contains_key(2));
+  cache.run_pending_tasks();
+  EXPECT_TRUE(removals.calls.empty());
+  EXPECT_EQ(cache.entry_count(), 1u);
+}
+
+TEST(CacheCompute, UpsertWithCountsFromNothing) {
+  auto cache = Cache<std::string, int>::builder().build();
+  const auto increment = [](const std::optional<int>& n) { return n.value_or(0) + 1; };
+  EXPECT_EQ(cache.upsert_with("clicks", increment), 1);
+  EXPECT_EQ(cache.upsert_with("clicks", increment), 2);
+  EXPECT_EQ(cache.upsert_with("clicks", increment), 3);
+  EXPECT_EQ(cache.get("clicks"), 3);
+}
+
+TEST(CacheCompute, CountsNoHitOrMissAndNoLoad) {
+  auto cache = StringCache::builder().build();
+  cache.compute(1, [](const std::optional<std::string>&) { return Op::put("one"); });
+  cache.compute(1, [](const std::optional<std::string>&) { return Op::nop(); });
+  cache.compute(2, [](const std::optional<std::string>&) { return Op::nop(); });
+  const CacheStats stats = cache.stats();
+  EXPECT_EQ(stats.hits, 0u);
+  EXPECT_EQ(stats.misses, 0u);
+  EXPECT_EQ(stats.load_successes + stats.load_failures, 0u);
+}
+
+TEST(CacheCompute, AFunctionThatThrowsChangesNothingAndTheNextComputeRuns) {
+  auto cache = StringCache::builder().build();
+  cache.insert(1, "one");
+  EXPECT_THROW(cache.compute(1, [](const std::optional<std::string>&) -> Op { throw std::runtime_error("boom"); }),
+               std::runtime_error);
+  EXPECT_EQ(cache.get(1), "one");
+  EXPECT_EQ(cache.compute(1, [](const std::optional<std::string>&) { return Op::put("uno"); }).value, "uno");
+}
+
+TEST(CacheCompute, AWeigherThatThrowsChangesNothingAndTheNextComputeRuns) {
+  auto cache = StringCache::builder()
+                   .max_capacity(100)
+                   .weigher([](const int&, const std::string& v) -> uint32_t {
+                     if (v == "bad") throw std::runtime_error("weigher");
+                     return 1;
+                   })
+                   .build();
+  cache.insert(1, "one");
+  EXPECT_THROW(cache.compute(1, [](const std::optional<std::string>&) { return Op::put("bad"); }), std::runtime_error);
+  EXPECT_EQ(cache.get(1), "one");
+  EXPECT_EQ(cache.compute(1, [](const std::optional<std::string>&) { return Op::put("uno"); }).outcome,
+            ComputeOutcome::kReplaced);
+}
+
+TEST(CacheCompute, APutHeavierThanTheCapacityIsNeverKeptAndReportedAsSize) {
+  Removals removals;
+  auto cache = StringCache::builder()
+                   .max_capacity(3)
+                   .weigher([](const int&, const std::string& v) { return static_cast<uint32_t>(v.size()); })
+                   .eviction_listener(removals.listener())
+                   .build();
+  cache.insert(1, "one");
+  cache.compute(1, [](const std::optional<std::string>&) { return Op::put("eleven"); });
+  EXPECT_FALSE(cache.contains_key(1));
+  cache.run_pending_tasks();
+  EXPECT_THAT(removals.calls, ElementsAre(std::make_tuple(1, "one", RemovalCause::kReplaced),
+                                          std::make_tuple(1, "eleven", RemovalCause::kSize)));
+}
+
+struct ComputeExpiry : ::testing::Test {
+  std::shared_ptr<ManualClock> clock = std::make_shared<ManualClock>();
+  Removals removals;
+};
+
+TEST_F(ComputeExpiry, AnExpiredEntryIsAbsentToTheFunctionAndReportedExpiredWhenReplaced) {
+  auto cache = StringCache::builder().time_to_live(seconds(10)).clock(clock).eviction_listener(removals.listener()).build();
+  cache.insert(1, "one");
+  clock->advance(seconds(10));
+  Recorder f;
+  EXPECT_EQ(cache.compute(1, f.then(Op::put("uno"))).outcome, ComputeOutcome::kInserted);
+  EXPECT_THAT(f.seen, ElementsAre(std::nullopt));
+  cache.run_pending_tasks();
+  EXPECT_THAT(removals.calls, ElementsAre(std::make_tuple(1, "one", RemovalCause::kExpired)));
+  EXPECT_EQ(cache.get(1), "uno");
+}
+
+TEST_F(ComputeExpiry, APutRestartsTimeToLiveAndItsReadDoesNotRestartTimeToIdle) {
+  auto cache = StringCache::builder().time_to_live(seconds(10)).clock(clock).build();
+  cache.insert(1, "one");
+  clock->advance(seconds(8));
+  cache.compute(1, [](const std::optional<std::string>&) { return Op::put("uno"); });
+  clock->advance(seconds(8));  // 16 s after the insert, 8 after the put
+  EXPECT_EQ(cache.get(1), "uno");
+
+  auto idle = StringCache::builder().time_to_idle(seconds(10)).clock(clock).build();
+  idle.insert(1, "one");
+  clock->advance(seconds(8));
+  idle.compute(1, [](const std::optional<std::string>&) { return Op::nop(); });
+  clock->advance(seconds(2));  // 10 s after the write: the compute's read was no read
+  EXPECT_FALSE(idle.contains_key(1));
+}
+
+struct UpdateCounter : Expiry<int, std::string> {
+  std::optional<Clock::duration> expire_after_create(const int&, const std::string&, Clock::time_point) override {
+    ++creates;
+    return seconds(5);
+  }
+  std::optional<Clock::duration> expire_after_update(const int&, const std::string&, Clock::time_point,
+                                                     std::optional<Clock::duration>) override {
+    ++updates;
+    return seconds(50);
+  }
+  int creates = 0;
+  int updates = 0;
+};
+
+TEST_F(ComputeExpiry, APutRunsTheCreateOrUpdateHookAsInsertDoes) {
+  auto expiry = std::make_shared<UpdateCounter>();
+  auto cache = StringCache::builder().expiry(expiry).clock(clock).build();
+  cache.compute(1, [](const std::optional<std::string>&) { return Op::put("one"); });
+  EXPECT_EQ(expiry->creates, 1);
+  cache.compute(1, [](const std::optional<std::string>&) { return Op::put("uno"); });
+  EXPECT_EQ(expiry->updates, 1);
+  clock->advance(seconds(20));  // past the create hook's 5 s, within the update hook's 50
+  EXPECT_EQ(cache.get(1), "uno");
+}
+
+// ---- Atomicity: what happens to the key while the function runs --------------------
+
+TEST(CacheComputeAtomicity, AnInsertWhileTheFunctionRunsDoesNotWaitAndMakesItDecideAgain) {
+  auto cache = StringCache::builder().build();
+  cache.insert(1, "a");
+  Recorder recorder;
+  bool interfered = false;
+  const auto r = cache.compute(1, [&](const std::optional<std::string>& current) {
+    recorder.seen.push_back(current);
+    if (!interfered) {
+      interfered = true;
+      std::thread([&] { cache.insert(1, "b"); }).join();  // would hang if the insert waited
+    }
+    return Op::put(current.value_or("") + "+");
+  });
+  EXPECT_THAT(recorder.seen, ElementsAre("a", "b"));
+  EXPECT_EQ(r.value, "b+");
+  EXPECT_EQ(cache.get(1), "b+");
+}
+
+TEST(CacheComputeAtomicity, ARemovalWhileTheFunctionRunsMakesItDecideAgain) {
+  auto cache = StringCache::builder().build();
+  cache.insert(1, "a");
+  Recorder recorder;
+  bool interfered = false;
+  const auto r = cache.compute(1, [&](const std::optional<std::string>& current) {
+    recorder.seen.push_back(current);
+    if (!interfered) {
+      interfered = true;
+      std::thread([&] { cache.remove(1); }).join();
+    }
+    return Op::put(current.value_or("") + "+");
+  });
+  EXPECT_THAT(recorder.seen, ElementsAre("a", std::nullopt));
+  EXPECT_EQ(r.outcome, ComputeOutcome::kInserted);
+  EXPECT_EQ(cache.get(1), "+");
+}
+
+TEST(CacheComputeAtomicity, AnInvalidationWhileTheFunctionRunsMakesARemoveDecideAgain) {
+  Removals removals;
+  auto cache = StringCache::builder().eviction_listener(removals.listener()).build();
+  cache.insert(1, "a");
+  int calls = 0;
+  const auto r = cache.compute(1, [&](const std::optional<std::string>& current) {
+    if (++calls == 1) std::thread([&] { cache.invalidate_if([](const int&, const std::string&) { return true; }); }).join();
+    return current ? Op::remove() : Op::nop();
+  });
+  EXPECT_EQ(calls, 2);
+  EXPECT_EQ(r.outcome, ComputeOutcome::kStillAbsent);
+  cache.run_pending_tasks();
+  EXPECT_THAT(removals.calls, ElementsAre(std::make_tuple(1, "a", RemovalCause::kExplicit)));  // once
+}
+
+TEST_F(ComputeExpiry, AnEntryThatExpiresWhileTheFunctionRunsMakesItDecideAgain) {
+  auto cache = StringCache::builder().time_to_live(seconds(10)).clock(clock).eviction_listener(removals.listener()).build();
+  cache.insert(1, "a");
+  Recorder recorder;
+  const auto r = cache.compute(1, [&](const std::optional<std::string>& current) {
+    recorder.seen.push_back(current);
+    if (recorder.seen.size() == 1) clock->advance(seconds(10));
+    return Op::put(current.value_or("") + "+");
+  });
+  EXPECT_THAT(recorder.seen, ElementsAre("a", std::nullopt));
+  EXPECT_EQ(r.outcome, ComputeOutcome::kInserted);
+  EXPECT_EQ(cache.get(1), "+");
+  cache.run_pending_tasks();
+  EXPECT_THAT(removals.calls, ElementsAre(std::make_tuple(1, "a", RemovalCause::kExpired)));
+}
+
+TEST(CacheComputeAtomicity, ALoadOfTheKeyWhileTheFunctionRunsMakesItDecideAgain) {
+  auto cache = StringCache::builder().build();
+  Recorder recorder;
+  const auto r = cache.compute(1, [&](const std::optional<std::string>& current) {
+    recorder.seen.push_back(current);
+    if (recorder.seen.size() == 1) {
+      std::thread([&] { cache.get_with(1, [] { return std::string("loaded"); }); }).join();
+    }
+    return current ? Op::nop() : Op::put("computed");
+  });
+  EXPECT_THAT(recorder.seen, ElementsAre(std::nullopt, "loaded"));
+  EXPECT_EQ(r.outcome, ComputeOutcome::kUnchanged);
+  EXPECT_EQ(cache.get(1), "loaded");
+}
+
+TEST(CacheComputeAtomicity, ComputesOfOneKeyTakeTurns) {
+  auto cache = StringCache::builder().build();
+  std::promise<void> first_running;
+  std::promise<void> release_first;
+  std::shared_future<void> released = release_first.get_future().share();
+  std::thread first([&] {
+    cache.compute(1, [&](const std::optional<std::string>&) {
+      first_running.set_value();
+      released.wait();
+      return Op::put("first");
+    });
+  });
+  first_running.get_future().wait();
+  std::optional<std::string> second_saw = "not run";
+  std::thread second([&] {
+    cache.compute(1, [&](const std::optional<std::string>& current) {
+      second_saw = current;
+      return Op::put(current.value_or("") + "+second");
+    });
+  });
+  // The second compute waits for the first's turn: its function has not run yet. (It
+  // cannot be observed without a race, so give it time to run if it wrongly could.)
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  EXPECT_FALSE(cache.contains_key(1));
+  release_first.set_value();
+  first.join();
+  second.join();
+  EXPECT_EQ(second_saw, "first");
+  EXPECT_EQ(cache.get(1), "first+second");
+}
+
+TEST(CacheComputeAtomicity, ComputesOfDifferentKeysDoNotWaitForEachOther) {
+  auto cache = StringCache::builder().build();
+  const auto r = cache.compute(1, [&](const std::optional<std::string>&) {
+    std::thread([&] { cache.compute(2, [](const std::optional<std::string>&) { return Op::put("two"); }); }).join();
+    return Op::put(cache.get(2).value_or("missing") + "+one");  // it may read the cache, other keys too
+  });
+  EXPECT_EQ(r.value, "two+one");
+}
+
+TEST(CacheComputeAtomicity, TheFunctionWritingItsOwnKeyThrowsLogicErrorAndChangesNothing) {
+  auto cache = StringCache::builder().build();
+  cache.insert(1, "one");
+  const auto writes_itself = [&](const std::optional<std::string>&) {
+    cache.insert(1, "sneaky");
+    return Op::put("uno");
+  };
+  EXPECT_THROW(cache.compute(1, writes_itself), std::logic_error);
+  EXPECT_THROW(cache.compute(1, [&](const std::optional<std::string>&) {
+    cache.remove(1);
+    return Op::nop();
+  }), std::logic_error);
+  EXPECT_THROW(cache.compute(1, [&](const std::optional<std::string>&) {
+    cache.compute(1, [](const std::optional<std::string>&) { return Op::nop(); });
+    return Op::nop();
+  }), std::logic_error);
+  EXPECT_EQ(cache.get(1), "one");
+  // The turn ended each time: the key computes again.
+  EXPECT_EQ(cache.compute(1, [](const std::optional<std::string>&) { return Op::put("uno"); }).value, "uno");
+}
+
+TEST(CacheComputeAtomicity, AListenerMayWriteTheKeyOnceTheComputeTookEffect) {
+  std::unique_ptr<StringCache> cache;
+  cache = std::make_unique<StringCache>(
+      StringCache::builder()
+          .eviction_listener([&](const int& k, const std::string& v, RemovalCause cause) {
+            if (cause == RemovalCause::kExplicit && v == "one") cache->insert(k, "restored");
+          })
+          .build());
+  cache->insert(1, "one");
+  EXPECT_EQ(cache->compute(1, [](const std::optional<std::string>&) { return Op::remove(); }).outcome,
+            ComputeOutcome::kRemoved);
+  cache->run_pending_tasks();
+  EXPECT_EQ(cache->get(1), "restored");
+}
+
+}  // namespace
+}  // namespace streamcache

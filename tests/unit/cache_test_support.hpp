@@ -1,0 +1,27 @@
+// What the Cache's unit tests share: a listener that records its calls.
+#pragma once
+
+#include <cstddef>
+#include <functional>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "streamcache/cache_types.hpp"
+
+namespace streamcache::test_support {
+
+// Records every listener call, in order.
+struct Removals {
+  std::vector<std::tuple<int, std::string, RemovalCause>> calls;
+  std::function<void(const int&, const std::string&, RemovalCause)> listener() {
+    return [this](const int& k, const std::string& v, RemovalCause c) { calls.emplace_back(k, v, c); };
+  }
+  size_t count(RemovalCause cause) const {
+    size_t n = 0;
+    for (const auto& c : calls) n += std::get<2>(c) == cause;
+    return n;
+  }
+};
+
+}  // namespace streamcache::test_support
