@@ -4,7 +4,9 @@
 //   2^22 per thread; 2^16-entry caches prefilled with the hottest keys, then settled).
 //   Operations: a get never inserts (a miss stays a miss); a put is an upsert. In the mixed
 //   workload every fourth operation of a thread is a put (ops 3, 7, 11, ...), so all
-//   implementations see exactly the same sequence.
+//   implementations see exactly the same sequence. Increment100 is every operation an
+//   atomic +1 of the key's counter (ours: upsert_with; tbb: an accessor held while it
+//   adds; the mutex LRU: one critical section), the read-modify-write of per-key counters.
 //
 // Load model: closed loop, every thread issues its next operation as soon as the previous
 // one returns, all threads on one shared instance. Items/s is operations per second summed
@@ -52,9 +54,10 @@ const std::vector<uint64_t>& key_stream(int t) {
 }
 
 // Workloads: how many operations out of every four are puts.
-struct Read100 { static constexpr uint64_t kWritesPerFour = 0; };
-struct Read75Write25 { static constexpr uint64_t kWritesPerFour = 1; };
-struct Write100 { static constexpr uint64_t kWritesPerFour = 4; };
+struct Read100 { static constexpr uint64_t kWritesPerFour = 0; static constexpr bool kIncrement = false; };
+struct Read75Write25 { static constexpr uint64_t kWritesPerFour = 1; static constexpr bool kIncrement = false; };
+struct Write100 { static constexpr uint64_t kWritesPerFour = 4; static constexpr bool kIncrement = false; };
+struct Increment100 { static constexpr uint64_t kWritesPerFour = 4; static constexpr bool kIncrement = true; };
 
 // Short names for the benchmark listing.
 using Streamcache = StreamcacheAdapter<Expiry::kNone>;
@@ -85,7 +88,9 @@ void BM_Cache(benchmark::State& state) {
     Impl& impl = *g_shared<Impl>.load(std::memory_order_acquire);
     for (size_t i = pos; i < pos + kBatch; ++i) {
       const uint64_t key = keys[i];
-      if ((i & 3) < Workload::kWritesPerFour) {
+      if constexpr (Workload::kIncrement) {
+        benchmark::DoNotOptimize(impl.increment(key));
+      } else if ((i & 3) < Workload::kWritesPerFour) {
         impl.put(key, i);
       } else {
         auto value = impl.get(key);
@@ -120,6 +125,7 @@ void BM_Cache(benchmark::State& state) {
 STREAMCACHE_CACHE_WORKLOAD(Read100);
 STREAMCACHE_CACHE_WORKLOAD(Read75Write25);
 STREAMCACHE_CACHE_WORKLOAD(Write100);
+STREAMCACHE_CACHE_WORKLOAD(Increment100);
 
 }  // namespace
 

@@ -412,7 +412,8 @@ def cpu_ns_per_op(r: Row | None) -> str:
 
 CACHE_IMPLS = [("Streamcache", "streamcache"), ("StreamcacheTtl", "streamcache + TTL"),
                ("TbbMap", "tbb::concurrent_hash_map"), ("MutexLru", "mutex LRU")]
-CACHE_WORKLOADS = [("Read100", "read 100%"), ("Read75Write25", "read 75 / write 25"), ("Write100", "write 100%")]
+CACHE_WORKLOADS = [("Read100", "read 100%"), ("Read75Write25", "read 75 / write 25"), ("Write100", "write 100%"),
+                   ("Increment100", "increment 100% (compute)")]
 
 
 def section_link(title: str) -> str:

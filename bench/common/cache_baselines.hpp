@@ -7,6 +7,7 @@
 //   explicit Adapter(uint64_t max_entries);
 //   std::optional<uint64_t> get(uint64_t key);   // never inserts
 //   void put(uint64_t key, uint64_t value);      // upsert
+//   uint64_t increment(uint64_t key);            // atomic read-modify-write: +1 (0 if absent)
 //   void settle();                               // finish buffered work (our maintenance)
 //   uint64_t size();                             // entries held after settle()
 #pragma once
@@ -58,6 +59,27 @@ class MutexLruCache {
     }
   }
 
+  /// put(key, f(current value or nullopt)) in one critical section; returns what it put.
+  template <class F>
+  V update(const K& key, F&& f) {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = map_.find(key);
+    if (it != map_.end()) {
+      V& value = it->second->second;
+      value = f(std::optional<V>(value));
+      order_.splice(order_.begin(), order_, it->second);
+      return value;
+    }
+    order_.emplace_front(key, f(std::optional<V>()));
+    map_.emplace(key, order_.begin());
+    const V put = order_.front().second;
+    if (map_.size() > max_entries_) {
+      map_.erase(order_.back().first);
+      order_.pop_back();
+    }
+    return put;
+  }
+
   size_t size() {
     std::lock_guard<std::mutex> lock(mu_);
     return map_.size();
@@ -88,6 +110,9 @@ class StreamcacheAdapter {
 
   std::optional<uint64_t> get(uint64_t key) { return cache_.get(key); }
   void put(uint64_t key, uint64_t value) { cache_.insert(key, value); }
+  uint64_t increment(uint64_t key) {
+    return cache_.upsert_with(key, [](const std::optional<uint64_t>& n) { return n.value_or(0) + 1; });
+  }
   void settle() { cache_.run_pending_tasks(); }
   uint64_t size() { return cache_.entry_count(); }
 
@@ -104,8 +129,9 @@ class StreamcacheAdapter {
 };
 
 /// tbb::concurrent_hash_map as its documentation shows it: const_accessor for lookups
-/// (a shared bucket lock), insert with an accessor for upserts (exclusive). It has no
-/// bound and no eviction, so it is the ceiling a concurrent map sets, not a cache.
+/// (a shared bucket lock), insert with an accessor for upserts and read-modify-writes
+/// (exclusive, held while the element changes). It has no bound and no eviction, so it is
+/// the ceiling a concurrent map sets, not a cache.
 class TbbMapAdapter {
  public:
   static constexpr const char* kName = "tbb_concurrent_hash_map";
@@ -121,6 +147,11 @@ class TbbMapAdapter {
     Map::accessor acc;
     map_.insert(acc, key);
     acc->second = value;
+  }
+  uint64_t increment(uint64_t key) {
+    Map::accessor acc;
+    if (map_.insert(acc, key)) acc->second = 0;  // a new element's value is value-initialised; say so
+    return ++acc->second;
   }
   void settle() {}
   uint64_t size() { return map_.size(); }
@@ -138,6 +169,9 @@ class MutexLruAdapter {
 
   std::optional<uint64_t> get(uint64_t key) { return lru_.get(key); }
   void put(uint64_t key, uint64_t value) { lru_.put(key, value); }
+  uint64_t increment(uint64_t key) {
+    return lru_.update(key, [](const std::optional<uint64_t>& n) { return n.value_or(0) + 1; });
+  }
   void settle() {}
   uint64_t size() { return lru_.size(); }
 

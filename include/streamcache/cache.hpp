@@ -182,20 +182,21 @@ class Cache {
   /// Atomically reads and changes one key (Caffeine's compute(), Moka's
   /// `and_compute_with`). `f(current)` gets the key's value (nullopt when absent or
   /// expired) and returns a ComputeOp: put(v) inserts or replaces, remove() removes,
-  /// nop() leaves it. Atomic with respect to every other operation on the key:
-  ///  - computes of one key run one at a time, in turn;
-  ///  - `f` runs outside any lock; if another write, removal, eviction or expiry changes
-  ///    the key while it runs, its decision is dropped and `f` runs again on the new
-  ///    value. So `f` may run more than once, and plain writes never wait for it.
+  /// nop() leaves it. Atomic with respect to every other operation on the key: `f` runs
+  /// outside any lock, and its decision takes effect only if nothing changed the key
+  /// meanwhile (no write, removal, eviction or expiry, another compute's included);
+  /// otherwise `f` runs again on the new value. So `f` may run more than once, and plain
+  /// writes never wait for it. (A compute that lost such a race waits for the key's other
+  /// racing computes instead of racing them again.)
   /// Returns what happened and the value cached (or removed). A put is a write like
   /// insert() (kReplaced for the old value, expire_after_create or _update, time-to-live
   /// and time-to-idle restart); a remove is reported as kExplicit. A compute counts no
   /// hit or miss and its read is no read for time-to-idle or the eviction policy.
   /// If `f` throws, nothing changes and the exception propagates. `f` may read the cache
-  /// and write other keys, but must not write or compute its own key: that throws
-  /// std::logic_error instead of waiting for itself. Two computes whose functions
-  /// compute each other's keys deadlock, as two nested locks taken in opposite orders
-  /// would.
+  /// and write other keys; writing, removing or computing its own key from inside it
+  /// throws std::logic_error (before anything changes) instead of looping or waiting for
+  /// itself. Two computes whose functions compute each other's keys may wait for each
+  /// other forever, as two nested locks taken in opposite orders would.
   template <class F>
   ComputeResult<V> compute(const K& key, F&& f) {
     return core_->compute(key, std::forward<F>(f));

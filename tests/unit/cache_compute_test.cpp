@@ -3,6 +3,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <chrono>
 #include <future>
 #include <memory>
@@ -299,35 +300,77 @@ TEST(CacheComputeAtomicity, ALoadOfTheKeyWhileTheFunctionRunsMakesItDecideAgain)
   EXPECT_EQ(cache.get(1), "loaded");
 }
 
-TEST(CacheComputeAtomicity, ComputesOfOneKeyTakeTurns) {
+TEST(CacheComputeAtomicity, AComputeThatFinishesWhileAnotherOfItsKeyDecidesMakesThatOneDecideAgain) {
   auto cache = StringCache::builder().build();
   std::promise<void> first_running;
   std::promise<void> release_first;
   std::shared_future<void> released = release_first.get_future().share();
+  std::vector<std::optional<std::string>> first_saw;
   std::thread first([&] {
-    cache.compute(1, [&](const std::optional<std::string>&) {
-      first_running.set_value();
-      released.wait();
-      return Op::put("first");
+    cache.compute(1, [&](const std::optional<std::string>& current) {
+      first_saw.push_back(current);
+      if (first_saw.size() == 1) {
+        first_running.set_value();
+        released.wait();
+      }
+      return Op::put(current.value_or("") + "first");
     });
   });
   first_running.get_future().wait();
-  std::optional<std::string> second_saw = "not run";
-  std::thread second([&] {
-    cache.compute(1, [&](const std::optional<std::string>& current) {
-      second_saw = current;
-      return Op::put(current.value_or("") + "+second");
-    });
-  });
-  // The second compute waits for the first's turn: its function has not run yet. (It
-  // cannot be observed without a race, so give it time to run if it wrongly could.)
-  std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  EXPECT_FALSE(cache.contains_key(1));
+  // The second does not wait for the first to decide: it completes, and the first, whose
+  // decision was made on the value before it, decides again on the second's.
+  EXPECT_EQ(cache.compute(1, [](const std::optional<std::string>& current) {
+    return Op::put(current.value_or("") + "second");
+  }).value, "second");
   release_first.set_value();
   first.join();
-  second.join();
-  EXPECT_EQ(second_saw, "first");
-  EXPECT_EQ(cache.get(1), "first+second");
+  EXPECT_THAT(first_saw, ElementsAre(std::nullopt, "second"));
+  EXPECT_EQ(cache.get(1), "secondfirst");
+}
+
+// A compute whose first, optimistic attempt raced another write in its shard (here: its
+// own function writing another key) takes its key's turn; computes in their turn wait
+// for each other instead of deciding again and again.
+TEST(CacheComputeAtomicity, AfterARaceInTheShardComputesOfAKeyTakeTurns) {
+  auto cache = StringCache::builder().shards(1).build();
+  std::promise<void> a_in_turn;
+  std::promise<void> release_a;
+  std::shared_future<void> released = release_a.get_future().share();
+  std::atomic<int> a_calls{0};
+  std::atomic<int> b_calls{0};
+  std::thread a([&] {
+    cache.compute(1, [&](const std::optional<std::string>& current) {
+      if (++a_calls == 1) {
+        cache.insert(100, "another key, same shard");  // the optimistic attempt fails
+      } else {
+        a_in_turn.set_value();
+        released.wait();
+      }
+      return Op::put(current.value_or("") + "A");
+    });
+  });
+  if (a_in_turn.get_future().wait_for(seconds(5)) != std::future_status::ready) {
+    release_a.set_value();
+    a.join();
+    FAIL() << "A's first attempt did not fail, or A never decided again";
+  }
+  std::thread b([&] {
+    cache.compute(1, [&](const std::optional<std::string>& current) {
+      if (++b_calls == 1) cache.insert(101, "another key, same shard");
+      return Op::put(current.value_or("") + "B");
+    });
+  });
+  // B's first attempt fails too; then it waits for A's turn to end. (A wrong B that did
+  // not wait would decide again at once: give it time to.)
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  EXPECT_EQ(b_calls.load(), 1);
+  EXPECT_FALSE(cache.contains_key(1));
+  release_a.set_value();
+  a.join();
+  b.join();
+  EXPECT_EQ(a_calls.load(), 2);
+  EXPECT_EQ(b_calls.load(), 2);
+  EXPECT_EQ(cache.get(1), "AB");
 }
 
 TEST(CacheComputeAtomicity, ComputesOfDifferentKeysDoNotWaitForEachOther) {

@@ -447,11 +447,12 @@ class CacheCore {
 
   /// remove() that also runs `on_remove(extra, key, value, cause)` under the shard lock when
   /// an entry (live: kExplicit, or expired: kExpired) is removed; it must not throw.
-  /// Returns nullopt, changing nothing, if `guard` refuses (see NoGuard); an unguarded
-  /// removal marks a compute of the key in its turn, as write() does.
+  /// Returns nullopt, changing nothing, if `guard` refuses (see NoGuard); a removal
+  /// counts and marks as write() does.
   template <class OnRemove, class Guard = NoGuard>
   std::optional<V> remove_with(const K& key, OnRemove&& on_remove, Guard&& guard = {}) {
     const uint64_t h = hash_key(key);
+    if (ComputingKey::innermost != nullptr) refuse_inside_own_compute(key, h);
     Shard& s = shard_for(h);
     const int64_t now = expires_ ? now_ns() : 0;
     Notifications out;
@@ -464,9 +465,8 @@ class CacheCore {
         if (!guard(found ? it->id : kNoNode, found && is_expired(it->id, now))) return std::nullopt;
       }
       if (it == s.map.end()) return std::nullopt;
-      if constexpr (!kGuarded<Guard>) {
-        if (!s.loading.empty()) note_write_during_compute_locked(s, key);
-      }
+      if (!s.loading.empty()) note_write_during_compute_locked(s, key);
+      ++s.writes;
       const NodeId id = it->id;
       const bool expired = is_expired(id, now);
       Node& n = node(id);
@@ -532,12 +532,9 @@ class CacheCore {
     std::optional<V> value;
     std::exception_ptr error;
     absl::Status status;
-    // kCompute only. The thread whose turn it is (set before the flight is shared); under
-    // the shard lock: whether a write or removal of the key came since compute() last
-    // read it, and whether the compute has taken effect.
-    std::thread::id owner;
+    // kCompute only, under the shard lock: whether a write or removal of the key came
+    // since compute() last read it.
     bool conflict = false;
-    bool applied = false;
   };
 
   /// Returns the cached value, or joins or leads the load of `key`. `run(flight)` is
@@ -626,71 +623,60 @@ class CacheCore {
 
   // ---- Compute -------------------------------------------------------------------------
 
-  /// Cache::compute(): an atomic read-modify-write of one key.
-  ///
-  /// Computes of one key take turns: the kCompute slot of the key's Shard::loading entry
-  /// is the turn, and the others wait for it to end. In its turn a compute reads the
-  /// key, runs `decide(current)` outside any lock, and applies the decision under the
-  /// shard lock only if the key is still as it read it; otherwise it reads and decides
-  /// again. "Still as read" means: no write or removal of the key marked the turn in
-  /// conflict (plain writes never wait for a compute, they mark it: see write()), and the
-  /// key's live entry, if any, is the one read (eviction, expiry and invalidate_if()
-  /// remove entries without marking, and a removed key can only come back by a write).
-  /// So a compute is atomic with respect to every other operation on its key, and
-  /// `decide` may run more than once. kNop, and kRemove of an absent key, change nothing:
-  /// they take effect at the read.
+  /// Cache::compute(): an atomic read-modify-write of one key. `decide(current)` runs
+  /// outside any lock; its decision is applied, in the critical section of the write or
+  /// removal it makes, only if a guard (see NoGuard) finds the key still as it was read;
+  /// otherwise the compute reads again and decides again. kNop, and kRemove of an absent
+  /// key, change nothing: they take effect at the read. Two ways to tell "still as read":
+  ///  1. First, optimistically: no write or removal in the key's shard since the read
+  ///     (Shard::writes unchanged) and the same live entry (eviction, expiry and
+  ///     invalidate_if() remove without counting; a removed key comes back only by a
+  ///     write, which counts). No registration, a shared lock for the read: the common
+  ///     case costs a get() and an insert().
+  ///  2. If that failed (another write in the shard, possibly of another key, raced it),
+  ///     in the key's turn: the kCompute slot of its Shard::loading entry. Computes in
+  ///     their turn wait for each other; every write or removal of the key marks the turn
+  ///     in conflict (see note_write_during_compute_locked()), so only writes of this key
+  ///     make it decide again. The guard that passes ends the turn in its critical section.
+  /// So `decide` may run more than once, and plain writes never wait for a compute.
   template <class Decide>
   ComputeResult<V> compute(const K& key, Decide&& decide) {
-    using Action = typename ComputeOp<V>::Action;
     const uint64_t h = hash_key(key);
+    refuse_inside_own_compute(key, h);
     Shard& s = shard_for(h);
+    const auto run = [&](const std::optional<V>& current) {
+      const ComputingKey marker(*this, key, h);
+      return decide(current);
+    };
+    {
+      std::optional<V> current;
+      uint64_t writes = 0;
+      const NodeId seen = read_for_compute(s, key, h, current, writes);
+      const auto unchanged = [&](NodeId id, bool expired) ABSL_NO_THREAD_SAFETY_ANALYSIS {  // under s.mu
+        return s.writes == writes && live_or_none(id, expired) == seen;
+      };
+      if (auto done = apply_compute(key, h, seen, current, run(current), unchanged)) return *std::move(done);
+    }
     const std::shared_ptr<Flight> turn = take_compute_turn(s, key);
+    bool turn_cleared = false;
     struct EndTurn {
       CacheCore& core;
       Shard& s;
       const K& key;
       Flight& turn;
-      ~EndTurn() { core.end_compute_turn(s, key, turn); }
-    } end_turn{*this, s, key, *turn};
+      const bool& cleared;
+      ~EndTurn() { core.end_compute_turn(s, key, turn, cleared); }
+    } end_turn{*this, s, key, *turn, turn_cleared};
     for (;;) {
       std::optional<V> current;
-      const NodeId seen = read_for_compute(s, key, h, *turn, current);
-      ComputeOp<V> op = decide(static_cast<const std::optional<V>&>(current));
-      // Called under the shard lock by write() / remove_with() with what they found; once
-      // it passes, the compute has taken effect and later writes of the key need not
-      // mark the turn (see note_write_during_compute_locked()).
-      const auto still_as_read = [&](NodeId id, bool expired) {
-        if (turn->conflict || (id != kNoNode && !expired ? id : kNoNode) != seen) return false;
-        turn->applied = true;
+      const NodeId seen = read_in_compute_turn(s, key, h, *turn, current);
+      const auto unchanged = [&](NodeId id, bool expired) ABSL_NO_THREAD_SAFETY_ANALYSIS {  // under s.mu
+        if (turn->conflict || live_or_none(id, expired) != seen) return false;
+        clear_flight_locked(s, key, kCompute);  // the turn ends with the decision's effect
+        turn_cleared = true;
         return true;
       };
-      switch (op.action()) {
-        case Action::kNop:
-          return {seen == kNoNode ? ComputeOutcome::kStillAbsent : ComputeOutcome::kUnchanged, std::move(current)};
-        case Action::kRemove: {
-          if (seen == kNoNode) return {ComputeOutcome::kStillAbsent, std::nullopt};
-          std::optional<V> removed = remove_with(key, NoRemoveHook{}, still_as_read);
-          if (!removed) continue;  // the entry read is no longer there: decide again
-          return {ComputeOutcome::kRemoved, std::move(removed)};
-        }
-        case Action::kPut: {
-          std::optional<V> result(*op.value());  // a copy to return; may throw: nothing changed
-          Notifications out;
-          int64_t units = 0;
-          bool applied = false;
-          try {
-            applied = write(K(key), std::move(*op.value()), h, out, units, NoWriteHook{}, still_as_read);
-          } catch (...) {
-            deliver(out);  // what a failed replacement displaced (see write())
-            after_write(units);
-            throw;
-          }
-          if (!applied) continue;
-          deliver(out);
-          after_write(units);
-          return {seen == kNoNode ? ComputeOutcome::kInserted : ComputeOutcome::kReplaced, std::move(result)};
-        }
-      }
+      if (auto done = apply_compute(key, h, seen, current, run(current), unchanged)) return *std::move(done);
     }
   }
 
@@ -824,6 +810,7 @@ class CacheCore {
     uint32_t next_local ABSL_GUARDED_BY(mu) = 0;
     std::vector<WriteEvent> log ABSL_GUARDED_BY(mu);
     absl::flat_hash_map<K, std::array<std::shared_ptr<Flight>, 4>, Hash, Eq> loading ABSL_GUARDED_BY(mu);  // by LoadKind
+    uint64_t writes ABSL_GUARDED_BY(mu) = 0;  // write() and remove_with() calls that changed the shard (see compute())
     IntrusiveList<OrderHookOf> order ABSL_GUARDED_BY(mu);  // write order (Ext::kWriteOrder only)
     // Ext::kOrderEpochs only (see "Write order and its epoch markers"): the epoch markers
     // in list order, the last one's epoch (so that writes need not touch it), and a marker
@@ -1014,12 +1001,61 @@ class CacheCore {
     if (wheel_->scheduled(id)) wheel_->schedule(id, deadline(id));
   }
 
-  // ---- Compute turns -------------------------------------------------------------------
+  // ---- Compute (see compute()) ----------------------------------------------------------
 
-  /// Takes `key`'s compute turn, waiting for the turns before it to end (see compute()).
+  static NodeId live_or_none(NodeId id, bool expired) { return id != kNoNode && !expired ? id : kNoNode; }
+
+  /// Reads `key` for a first, optimistic compute: the live entry's id (kNoNode if absent
+  /// or expired), its value into `current`, the shard's write count into `writes`.
+  NodeId read_for_compute(Shard& s, const K& key, uint64_t h, std::optional<V>& current, uint64_t& writes) {
+    const int64_t now = expires_ ? now_ns() : 0;
+    ReaderLock lock(s.mu);
+    writes = s.writes;
+    auto it = s.map.find(key, h);
+    if (it == s.map.end() || is_expired(it->id, now)) return kNoNode;
+    current.emplace(node_in(s.arena, it->id).value);  // may throw: nothing changed
+    return it->id;
+  }
+
+  /// Applies `op`, decided on `current` (the entry `seen`, or kNoNode), if `guard` passes
+  /// in the write's or removal's critical section. nullopt: it did not, decide again.
+  template <class Guard>
+  std::optional<ComputeResult<V>> apply_compute(const K& key, uint64_t h, NodeId seen, std::optional<V>& current,
+                                                ComputeOp<V> op, Guard& guard) {
+    using Action = typename ComputeOp<V>::Action;
+    switch (op.action()) {
+      case Action::kNop:
+        return ComputeResult<V>{seen == kNoNode ? ComputeOutcome::kStillAbsent : ComputeOutcome::kUnchanged,
+                                std::move(current)};
+      case Action::kRemove: {
+        if (seen == kNoNode) return ComputeResult<V>{ComputeOutcome::kStillAbsent, std::nullopt};
+        std::optional<V> removed = remove_with(key, NoRemoveHook{}, guard);
+        if (!removed) return std::nullopt;  // the entry read is no longer there
+        return ComputeResult<V>{ComputeOutcome::kRemoved, std::move(removed)};
+      }
+      case Action::kPut:
+        break;
+    }
+    std::optional<V> result(*op.value());  // a copy to return; may throw: nothing changed
+    Notifications out;
+    int64_t units = 0;
+    bool applied = false;
+    try {
+      applied = write(K(key), std::move(*op.value()), h, out, units, NoWriteHook{}, guard);
+    } catch (...) {
+      deliver(out);  // what a failed replacement displaced (see write())
+      after_write(units);
+      throw;
+    }
+    if (!applied) return std::nullopt;
+    deliver(out);
+    after_write(units);
+    return ComputeResult<V>{seen == kNoNode ? ComputeOutcome::kInserted : ComputeOutcome::kReplaced, std::move(result)};
+  }
+
+  /// Takes `key`'s compute turn, waiting for the turns before it to end.
   std::shared_ptr<Flight> take_compute_turn(Shard& s, const K& key) {
     auto mine = std::make_shared<Flight>();
-    mine->owner = std::this_thread::get_id();
     for (;;) {
       std::shared_ptr<Flight> busy;
       {
@@ -1031,14 +1067,14 @@ class CacheCore {
         }
         busy = slot;
       }
-      // Waiting would never end: the turn is this thread's own, further up its stack.
-      if (busy->owner == mine->owner) throw std::logic_error("streamcache: compute() of a key inside that key's compute()");
       busy->done.wait(false);
     }
   }
 
-  void end_compute_turn(Shard& s, const K& key, Flight& turn) {
-    {
+  /// Ends a turn (its slot is already cleared if the decision took effect) and wakes the
+  /// computes waiting for it.
+  void end_compute_turn(Shard& s, const K& key, Flight& turn, bool cleared) {
+    if (!cleared) {
       WriterLock<SharedMutex> lock(s.mu);
       clear_flight_locked(s, key, kCompute);
     }
@@ -1046,9 +1082,9 @@ class CacheCore {
     turn.done.notify_all();
   }
 
-  /// Reads `key` for its compute turn `turn`: the live entry's id (kNoNode if absent or
-  /// expired), its value into `current`; clears the turn's conflict mark.
-  NodeId read_for_compute(Shard& s, const K& key, uint64_t h, Flight& turn, std::optional<V>& current) {
+  /// Reads `key` in its compute turn `turn`, as read_for_compute() does, and clears the
+  /// turn's conflict mark.
+  NodeId read_in_compute_turn(Shard& s, const K& key, uint64_t h, Flight& turn, std::optional<V>& current) {
     const int64_t now = expires_ ? now_ns() : 0;
     WriterLock<SharedMutex> lock(s.mu);  // exclusive: the conflict mark is written under it
     turn.conflict = false;
@@ -1058,19 +1094,37 @@ class CacheCore {
     return it->id;
   }
 
-  /// A write or removal of `key` that is not a compute's own: a compute of the key
-  /// between its read and its effect must read again. From the computing thread, before
-  /// the compute took effect, it can only come from the compute's function, which would
-  /// then decide forever: refused.
+  /// A write or removal of `key` (a compute's too, if not in its turn): a compute of the
+  /// key in its turn, between its read and its effect, must read again.
   void note_write_during_compute_locked(Shard& s, const K& key) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu) {
     auto it = s.loading.find(key);
-    if (it == s.loading.end() || !it->second[kCompute]) return;
-    Flight& turn = *it->second[kCompute];
-    if (turn.applied) return;
-    if (turn.owner == std::this_thread::get_id()) {
-      throw std::logic_error("streamcache: compute()'s function wrote or removed the key it computes");
+    if (it != s.loading.end() && it->second[kCompute]) it->second[kCompute]->conflict = true;
+  }
+
+  /// The keys whose compute function this thread is running, innermost first: a write,
+  /// removal or compute of one of them from inside its function would make that compute
+  /// decide forever or wait for itself, so it throws std::logic_error instead (before
+  /// anything changes). One thread-local load per write when no compute runs.
+  struct ComputingKey {
+    ComputingKey(const CacheCore& c, const K& k, uint64_t hash) : core(&c), key(&k), h(hash), outer(innermost) {
+      innermost = this;
     }
-    turn.conflict = true;
+    ~ComputingKey() { innermost = outer; }
+    ComputingKey(const ComputingKey&) = delete;
+    ComputingKey& operator=(const ComputingKey&) = delete;
+    const CacheCore* core;
+    const K* key;
+    uint64_t h;
+    const ComputingKey* outer;
+    static inline thread_local const ComputingKey* innermost = nullptr;
+  };
+
+  void refuse_inside_own_compute(const K& key, uint64_t h) const {
+    for (const ComputingKey* c = ComputingKey::innermost; c != nullptr; c = c->outer) {
+      if (c->core == this && c->h == h && eq_(*c->key, key)) {
+        throw std::logic_error("streamcache: a compute()'s function wrote, removed or computed its own key");
+      }
+    }
   }
 
   /// Ends a key's load or compute turn of kind `kind` in Shard::loading.
@@ -1096,8 +1150,8 @@ class CacheCore {
   /// `on_write(extra, key, value)` runs under the shard lock once the entry is written
   /// (also for a value never kept, with a scratch NodeExtra, followed by the extension's
   /// removed_locked(..., kSize)); it must not throw.
-  /// Returns false, changing nothing, if `guard` refuses (see NoGuard). An unguarded
-  /// write marks a compute of the key in its turn (see note_write_during_compute_locked()).
+  /// Returns false, changing nothing, if `guard` refuses (see NoGuard). Counts in
+  /// Shard::writes and marks a compute of the key in its turn (see compute()).
   template <class OnWrite = NoWriteHook, class Guard = NoGuard>
   bool write(K key, V value, uint64_t h, Notifications& out, int64_t& units, OnWrite&& on_write = {},
              Guard&& guard = {}) {
@@ -1105,6 +1159,7 @@ class CacheCore {
                       std::is_convertible_v<std::invoke_result_t<OnWrite&, typename Ext::NodeExtra&, const K&, const V&>,
                                             uint64_t>,
                   "with Ext::kOrderEpochs, write through insert_with() with a hook returning the entry's order key");
+    if (ComputingKey::innermost != nullptr) refuse_inside_own_compute(key, h);
     const uint32_t weight = weigh(key, value);  // user code: outside the lock
     const int64_t now = expires_ ? now_ns() : 0;
     Shard& s = shard_for(h);
@@ -1120,9 +1175,9 @@ class CacheCore {
     if constexpr (kGuarded<Guard>) {
       const bool found = it != s.map.end();
       if (!guard(found ? it->id : kNoNode, found && is_expired(it->id, now))) return false;
-    } else if (!s.loading.empty()) {
-      note_write_during_compute_locked(s, key);
     }
+    if (!s.loading.empty()) note_write_during_compute_locked(s, key);
+    ++s.writes;
     if (it != s.map.end()) {
       const NodeId id = it->id;
       Node& n = node(id);
