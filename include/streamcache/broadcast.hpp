@@ -105,7 +105,7 @@ class Subscriber {
 
   /// As recv(), but gives up with kTimeout after `timeout`.
   Received<T> recv_for(Clock::duration timeout, std::stop_token stop = {}) {
-    return wait_recv(std::chrono::steady_clock::now() + timeout, stop);
+    return wait_recv(detail::deadline_after(timeout), stop);
   }
 
   /// Waits for at least one message, then appends what is available, up to `max`,
@@ -393,7 +393,10 @@ class Broadcast {
   /// allocate it under its own lock and fill it after releasing that lock). Never
   /// blocks under kOverwrite; under kBlock it waits for space like publish().
   /// Every claimed sequence MUST be passed to publish_claimed(): subscribers and
-  /// published_cursor() stop at an unpublished one. Throws std::logic_error after close().
+  /// published_cursor() stop at an unpublished one, and so, even under kOverwrite, does a
+  /// producer whose sequence is one lap (the capacity) later and would overwrite its slot:
+  /// a thread that claims and then publishes a capacity's worth of messages before its
+  /// publish_claimed() waits for itself. Throws std::logic_error after close().
   uint64_t claim() { return ring_->claim_deferred(); }
 
   /// claim() for `n` messages at once: reserves the sequences first .. first + n - 1 and

@@ -4,6 +4,7 @@
 // a gap-free increasing sequence apart from reported lag, each producer's messages in
 // its order, and values never torn. Bounded by time and by operation count.
 #include "streamcache/broadcast.hpp"
+#include "streamcache/detail/backoff.hpp"
 
 #include <gtest/gtest.h>
 
@@ -13,6 +14,7 @@
 #include <chrono>
 #include <cstdint>
 #include <random>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -411,6 +413,47 @@ TEST(BroadcastStress, SecondProducerJoiningTakesOverTheSequencerWithoutDuplicate
   consumer.join();
   EXPECT_EQ(check.expected(), published.load() + 1);
   EXPECT_EQ(sub.missed_total(), 0u);
+}
+
+// kBlock producers parked for room, then close() while the subscriber drains: every
+// publish() that returned must be delivered before kClosed. Each parked producer used to
+// decide "fits or gives up" alone after the close, so a later claim could fit (the
+// subscriber had drained meanwhile) after an earlier one gave up, and readers stop at
+// the lowest claim given up (a review's reproducer: 128 rounds in 1000).
+TEST(BroadcastStress, BlockProducersWokenByCloseNeverReturnAMessageNobodyReads) {
+  const auto deadline = std::chrono::steady_clock::now() + kTimeBudget;
+  std::minstd_rand rng(1);
+  int rounds = 0;
+  for (; rounds < 400 && (rounds < 20 || std::chrono::steady_clock::now() < deadline); ++rounds) {
+    Broadcast<int> b(BroadcastOptions{.capacity = 4, .overflow = Overflow::kBlock});
+    auto sub = b.subscribe();
+    for (int v = 1; v <= 4; ++v) b.publish(v);
+    std::array<std::atomic<uint64_t>, 4> returned{};  // 0: threw
+    std::vector<std::thread> producers;
+    for (size_t i = 0; i < returned.size(); ++i) {
+      producers.emplace_back([&, i] {
+        try {
+          returned[i] = b.publish(static_cast<int>(5 + i));
+        } catch (const std::logic_error&) {
+        }
+      });
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));  // most of them park: none fits yet
+    const unsigned spin = static_cast<unsigned>(rng() % 4000);
+    std::thread closer([&] {
+      for (unsigned k = 0; k < spin; ++k) detail::cpu_relax();  // a random moment in the drain
+      b.close();
+    });
+    uint64_t last_received = 0;
+    for (Received<int> r = sub.recv(); r.status == RecvStatus::kOk; r = sub.recv()) last_received = r.seq;
+    closer.join();
+    for (auto& p : producers) p.join();
+    for (const auto& seq : returned) {
+      ASSERT_LE(seq.load(), last_received) << "round " << rounds << ": publish() returned " << seq.load()
+                                           << " but the subscriber was closed after " << last_received;
+    }
+  }
+  EXPECT_GE(rounds, 20);
 }
 
 }  // namespace

@@ -711,6 +711,19 @@ TEST(BroadcastWait, RecvForTimesOutWithEveryStrategy) {
   }
 }
 
+TEST(BroadcastWait, RecvForWithTheLargestTimeoutWaitsForTheMessage) {
+  Broadcast<int> b;
+  auto sub = b.subscribe();
+  std::jthread producer([&] {
+    std::this_thread::sleep_for(milliseconds(20));
+    b.publish(7);
+  });
+  // now() + duration::max() overflowed, and the wait timed out at once.
+  const Received<int> r = sub.recv_for(Clock::duration::max());
+  ASSERT_EQ(r.status, RecvStatus::kOk);
+  EXPECT_EQ(*r.value, 7);
+}
+
 TEST(BroadcastWait, RecvForWithZeroTimeoutStillDeliversWhatIsThere) {
   Broadcast<int> b;
   auto sub = b.subscribe();
@@ -852,6 +865,27 @@ TEST(BroadcastBlock, SubscribeFromOutsideTheWindowReportsLagOnce) {
   ASSERT_EQ(r.status, RecvStatus::kLagged);
   EXPECT_EQ(r.missed, 2u);
   EXPECT_THAT(drain(sub), testing::ElementsAre(3, 4, 5, 6));
+}
+
+// A producer parked for room cannot overwrite anything: the window a subscribe_from()
+// may replay ends at the slowest live subscriber, not at the parked claims (it used to
+// report sequence 3 as missed while the ring still held it for `slow`).
+TEST(BroadcastBlock, SubscribeFromInsideTheWindowWhileAProducerIsParkedMissesNothing) {
+  Broadcast<int> b(BroadcastOptions{.capacity = 8, .overflow = Overflow::kBlock});
+  auto slow = b.subscribe();
+  b.publish(1);
+  b.publish(2);
+  ASSERT_EQ(slow.try_recv().seq, 1u);
+  ASSERT_EQ(slow.try_recv().seq, 2u);
+  for (int v = 3; v <= 10; ++v) b.publish(v);  // full for `slow`, whose cursor is 3
+  std::jthread parked([&] { EXPECT_THROW(b.publish(11), std::logic_error); });  // waits for slow to pass 3
+  std::this_thread::sleep_for(milliseconds(50));  // let it claim 11 and park (either order passes)
+  auto late = b.subscribe_from(3);
+  const Received<int> r = late.try_recv();
+  EXPECT_EQ(r.status, RecvStatus::kOk);
+  EXPECT_EQ(r.seq, 3u);
+  EXPECT_EQ(late.missed_total(), 0u);
+  b.close();
 }
 
 // A plain subscribe() asks for what is published after it; it takes effect when it

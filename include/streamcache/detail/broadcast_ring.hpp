@@ -95,8 +95,13 @@ class BroadcastRing {
     // see closed_ here. Checked again after claiming: checked only before, a claim
     // could land just above the cutoff, and its publish() return a message that no
     // subscriber would ever read.
-    if (closed_.load() && first > cutoff()) [[unlikely]] throw_publish_after_close();
-    if (block_producers_ && last > capacity_ && !gate_allows(last, gate_cache_.load())) {
+    const bool closed = closed_.load();
+    if (closed && first > cutoff()) [[unlikely]] throw_publish_after_close();
+    // Once closed, every kBlock claim that needs room decides in wait_for_gate() whether
+    // it fits or gives up, in order with the others (see there). A claim that saw the
+    // ring open and fits is not overtaken by one that gives up: that one is lower, and
+    // fits too.
+    if (block_producers_ && last > capacity_ && (closed || !gate_allows(last, gate_cache_.load()))) {
       wait_for_room(first, last);
     }
     return first;
@@ -142,7 +147,9 @@ class BroadcastRing {
     uint64_t hint = published_hint_.load(std::memory_order_acquire);  // acquire: pairs with the release CAS below
     uint64_t end = hint;
     while (slots_[(end + 1) & mask_].complete(end + 1)) ++end;
-    // release: a caller that reads the new hint also sees the stamps we scanned.
+    // release: a caller that reads the new hint also sees the stamps we scanned; acquire
+    // on failure: the hint we retry from, with the stamps its writer scanned (its release
+    // CAS here or in advance_published_hint()).
     while (hint < end && !published_hint_.compare_exchange_weak(
                              hint, end, std::memory_order_release, std::memory_order_acquire)) {
     }
@@ -220,7 +227,9 @@ class BroadcastRing {
     gate_cache_.store(std::min(gate_cache_.load(), from));
     sequencer_.fence_for_readers();
     const uint64_t claimed_now = claimed_for_readers();
-    if (claimed_now >= capacity_) from = std::max(from, claimed_now - capacity_ + 1);
+    // A claim overwrites sequence q only once every live cursor is past q (the gate), so
+    // nothing from the lowest live cursor on is overwritten, however far claims went.
+    if (claimed_now >= capacity_) from = std::max(from, std::min(claimed_now - capacity_ + 1, live_gate_locked()));
     cursor->next.store(from);
     gates_.push_back(cursor);
     return from;
@@ -332,12 +341,9 @@ class BroadcastRing {
   }
 
   /// kBlock, out of line: waits until the claim first..last fits (see wait_for_gate());
-  /// when close() interrupts the wait, abandons the claim and throws.
+  /// when close() interrupts the wait, the claim is abandoned and this throws.
   [[gnu::noinline]] void wait_for_room(uint64_t first, uint64_t last) {
-    if (!wait_for_gate(last)) {
-      abandon(first);
-      throw std::logic_error("Broadcast: close() while publish was waiting for space");
-    }
+    if (!wait_for_gate(first, last)) throw std::logic_error("Broadcast: close() while publish was waiting for space");
   }
 
   /// The claims that count for readers: once closed, none above the cutoff, since a claim
@@ -369,20 +375,26 @@ class BroadcastRing {
 
   bool gate_allows(uint64_t seq, uint64_t gate) const noexcept { return seq - capacity_ < gate; }
 
-  /// Lowest cursor among live kBlock subscribers, kNoGate if none; refreshes the cache.
-  uint64_t recompute_gate() {
-    WriterLock<Mutex> lock(gate_mu_);
+  /// Lowest cursor among live kBlock subscribers, kNoGate if none.
+  uint64_t live_gate_locked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(gate_mu_) {
     uint64_t gate = kNoGate;
     for (const GateCursor* c : gates_) gate = std::min(gate, c->next.load());
+    return gate;
+  }
+
+  /// live_gate_locked(), also stored in the cache.
+  uint64_t recompute_gate() {
+    WriterLock<Mutex> lock(gate_mu_);
+    const uint64_t gate = live_gate_locked();
     gate_cache_.store(gate);
     return gate;
   }
 
   /// Waits until a claim ending at `last` fits: every live subscriber has read
   /// last - capacity. (Not a sequence more: a producer with room must never wait, even
-  /// when its only subscriber is on its own thread.) Returns false when close()
-  /// interrupted the wait before it fitted.
-  [[nodiscard]] bool wait_for_gate(uint64_t last) {
+  /// when its only subscriber is on its own thread.) Returns false, having abandoned the
+  /// claim first..last, when close() came before it fitted.
+  [[nodiscard]] bool wait_for_gate(uint64_t first, uint64_t last) {
     // Invariant: gate_cache_ <= every live subscriber's cursor (cursors only grow,
     // registration lowers the cache, recomputation happens under gate_mu_).
     const std::stop_token never;
@@ -397,7 +409,18 @@ class BroadcastRing {
         // ring was full: 1 -> 1 recv fell from 64 to 34 M msgs/s.)
         kGateParkSlice);
     (void)outcome;
-    return !closed_.load() || gate_allows(last, recompute_gate());
+    if (!closed_.load()) return true;
+    // Closed: fit or give up, under gate_mu_ so that the claims decide one at a time.
+    // Readers stop at the lowest abandoned sequence, so a claim above it must give up
+    // too, even if it fits: deciding alone, a later claim could fit (the subscriber
+    // drained meanwhile) after an earlier one gave up, and its publish() return a message
+    // nobody reads. For the claims already made the gate only rises (cursors grow, and a
+    // subscriber registering later starts past what they overwrite), so a claim that
+    // fits was not overtaken by one that gave up.
+    WriterLock<Mutex> lock(gate_mu_);
+    if (gate_allows(last, live_gate_locked()) && first < abandoned_from_.load()) return true;
+    abandon(first);
+    return false;
   }
 
   const uint64_t capacity_;

@@ -28,6 +28,14 @@ enum class WaitOutcome { kReady, kTimeout, kCancelled };
 
 using Deadline = std::optional<std::chrono::steady_clock::time_point>;
 
+/// Now + `timeout`; no deadline when that is beyond what a time point holds (a timeout of
+/// duration::max() means "wait as long as it takes", not an overflow).
+inline Deadline deadline_after(std::chrono::nanoseconds timeout) {
+  const auto now = std::chrono::steady_clock::now();
+  if (timeout > std::chrono::steady_clock::time_point::max() - now) return std::nullopt;
+  return now + timeout;
+}
+
 /// A wake-up word for kBlocking waits: waiters sleep on a 32-bit epoch that every
 /// wake-up increments. A waiter arms `armed_` before sleeping; a waker that finds it
 /// armed disarms it and wakes everybody. So a wake-up with nobody asleep is one load
@@ -37,12 +45,18 @@ using Deadline = std::optional<std::chrono::steady_clock::time_point>;
 /// Protocol (a Dekker handshake; every step is seq_cst):
 ///   waiter: 1. e = epoch_   2. armed_ = true   3. re-check its condition   4. sleep while epoch_ == e
 ///   waker:  1. make the condition true   2. if armed_.exchange(false): epoch_ += 1, wake sleepers
-/// Either the waker's step 2 sees the arming, or the waiter's step 3 sees the
-/// condition. A sleeper read its epoch before arming, so the waker that disarms it
-/// moves the epoch away from the one it sleeps on. A waker whose step 1 ends with a
-/// release store and no full fence before step 2 (a publish by the ring's single
-/// producer) needs the waiter to run heavy_barrier() between its steps 2 and 3
-/// (await_condition's `after_arm`).
+/// With a seq_cst step 1, either the waker's step 2 sees the arming, or the waiter's
+/// step 3 sees the condition. A sleeper read its epoch before arming, so the waker that
+/// disarms it moves the epoch away from the one it sleeps on. A waker whose step 1 ends
+/// with a release store and no full fence before step 2 is not covered by that argument
+/// (the store may pass the load of armed_):
+///  - the ring's single producer: the waiter runs heavy_barrier() between its steps 2 and
+///    3 (await_condition's `after_arm`), which restores the handshake;
+///  - producers sharing the sequencer fill a slot with a release store: what keeps their
+///    wake-ups is await_condition's `wake_not_promised` (their claim is a seq_cst RMW
+///    before the fill; a waiter that sees the claim after arming does not rely on a
+///    wake-up and polls, and one that does not see it armed before the claim, so the
+///    producer's later load of armed_ sees the arming).
 class Parker {
  public:
   /// Arms the parker and returns the epoch to sleep on. Pair with finish_wait().
@@ -167,7 +181,10 @@ WaitOutcome await_condition(WaitMode mode, Parker& parker, Ready&& ready,
       continue;
     }
     if (!on_stop && stop.stop_possible()) on_stop.emplace(stop, Waker{&parker});
-    const bool timed = deadline.has_value() || park_slice.has_value();
+    // Timed: this round may sleep on the raw futex (wait_until()), which wake_all() wakes
+    // only for registered timed waiters; the poll below counts, else it sleeps its 100 us out.
+    const bool polls = round >= kRoundsBeforePark + 256;
+    const bool timed = deadline.has_value() || park_slice.has_value() || polls;
     const uint32_t epoch = parker.prepare_wait(timed);
     after_arm();
     if (!ready() && !stop.stop_requested()) {
@@ -175,7 +192,7 @@ WaitOutcome await_condition(WaitMode mode, Parker& parker, Ready&& ready,
         // The other side is mid-operation and may not wake us. It usually finishes
         // soon (yield); if it is itself held up (a kBlock producer waiting for space),
         // poll with short sleeps rather than burn a core.
-        if (round < kRoundsBeforePark + 256) {
+        if (!polls) {
           std::this_thread::yield();
         } else {
           auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(100);
