@@ -192,11 +192,14 @@ class Cache {
   /// insert() (kReplaced for the old value, expire_after_create or _update, time-to-live
   /// and time-to-idle restart); a remove is reported as kExplicit. A compute counts no
   /// hit or miss and its read is no read for time-to-idle or the eviction policy.
-  /// If `f` throws, nothing changes and the exception propagates. `f` may read the cache
-  /// and write other keys; writing, removing or computing its own key from inside it
-  /// throws std::logic_error (before anything changes) instead of looping or waiting for
-  /// itself. Two computes whose functions compute each other's keys may wait for each
-  /// other forever, as two nested locks taken in opposite orders would.
+  /// If `f` throws, nothing changes and the exception propagates. V's move constructor
+  /// must not throw (checked at compile time): once the change is made, the result only
+  /// moves. `f` may read the cache and write other keys; writing, removing, loading or
+  /// computing its own key from inside it throws std::logic_error (before anything
+  /// changes) instead of looping or waiting for itself. `f` must not wait for another
+  /// thread that computes the same key, and two computes whose functions compute each
+  /// other's keys may wait for each other forever, as two nested locks taken in opposite
+  /// orders would (a compute that lost a race waits for the key's turn).
   template <class F>
   ComputeResult<V> compute(const K& key, F&& f) {
     return core_->compute(key, std::forward<F>(f));

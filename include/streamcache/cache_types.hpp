@@ -100,7 +100,9 @@ enum class ComputeOutcome : uint8_t {
 };
 
 /// compute()'s outcome and the value that goes with it: the value now cached (kInserted,
-/// kReplaced, kUnchanged), the value removed (kRemoved), or nullopt (kStillAbsent).
+/// kReplaced, kUnchanged), the value removed (kRemoved), or nullopt (kStillAbsent). A put
+/// heavier than the whole capacity is written as insert() writes it: kInserted or
+/// kReplaced, but never kept, and reported to the listener as kSize at once.
 template <class V>
 struct ComputeResult {
   ComputeOutcome outcome;

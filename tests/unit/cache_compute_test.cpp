@@ -151,7 +151,8 @@ TEST(CacheCompute, APutHeavierThanTheCapacityIsNeverKeptAndReportedAsSize) {
                    .eviction_listener(removals.listener())
                    .build();
   cache.insert(1, "one");
-  cache.compute(1, [](const std::optional<std::string>&) { return Op::put("eleven"); });
+  EXPECT_EQ(cache.compute(1, [](const std::optional<std::string>&) { return Op::put("eleven"); }).outcome,
+            ComputeOutcome::kReplaced);  // written as insert() writes it, then never kept
   EXPECT_FALSE(cache.contains_key(1));
   cache.run_pending_tasks();
   EXPECT_THAT(removals.calls, ElementsAre(std::make_tuple(1, "one", RemovalCause::kReplaced),
@@ -416,6 +417,101 @@ TEST(CacheComputeAtomicity, AListenerMayWriteTheKeyOnceTheComputeTookEffect) {
             ComputeOutcome::kRemoved);
   cache->run_pending_tasks();
   EXPECT_EQ(cache->get(1), "restored");
+}
+
+TEST(CacheComputeAtomicity, LoadingItsOwnKeyFromTheFunctionThrowsWithoutFailingOtherLoads) {
+  auto cache = StringCache::builder().build();
+  bool refused = false;
+  cache.compute(1, [&](const std::optional<std::string>&) {
+    try {
+      cache.get_with(1, [] { return std::string("loaded"); });
+    } catch (const std::logic_error&) {
+      refused = true;  // before any flight another caller could have joined
+    }
+    return Op::nop();
+  });
+  EXPECT_TRUE(refused);
+  EXPECT_EQ(cache.get_with(1, [] { return std::string("loaded later"); }), "loaded later");
+  EXPECT_EQ(cache.stats().load_failures, 0u);
+}
+
+// Maintenance that the function's own writes run delivers evictions on its thread; the
+// listener is no part of the function, and may write the computed key (the compute then
+// decides again on what the listener wrote).
+TEST(CacheComputeAtomicity, AListenerDeliveredInsideTheFunctionMayWriteTheComputedKey) {
+  std::unique_ptr<StringCache> cache;
+  int listener_writes = 0;
+  cache = std::make_unique<StringCache>(
+      StringCache::builder()
+          .max_capacity(4)
+          .eviction_listener([&](const int& k, const std::string&, RemovalCause cause) {
+            if (cause != RemovalCause::kSize || k == 0) return;
+            cache->insert(0, "evicted " + std::to_string(k));  // threw std::logic_error, swallowed
+            ++listener_writes;
+          })
+          .build());
+  int runs = 0;
+  const auto r = cache->compute(0, [&](const std::optional<std::string>& current) {
+    ++runs;
+    for (int i = 1; i < 64; ++i) cache->insert(i, "v");
+    return current ? Op::nop() : Op::put("computed");
+  });
+  EXPECT_GT(listener_writes, 0);
+  EXPECT_EQ(runs, 2);
+  EXPECT_EQ(r.outcome, ComputeOutcome::kUnchanged);
+  EXPECT_EQ(cache->get(0), r.value);
+}
+
+// A compute in its turn ends the turn with its effect, before its notifications are
+// delivered: its listener may wait for a thread that waits for the turn (it used to wait
+// for the listener, which waited for it: a review's reproducer).
+TEST(CacheComputeAtomicity, TheListenerOfAComputeInItsTurnMayWaitForAnotherComputeOfTheKey) {
+  std::atomic<bool> second_done{false};
+  std::atomic<bool> listener_gave_up{false};
+  std::unique_ptr<StringCache> cache;
+  cache = std::make_unique<StringCache>(
+      StringCache::builder()
+          .shards(1)
+          .eviction_listener([&](const int& k, const std::string& v, RemovalCause cause) {
+            if (k != 1 || cause != RemovalCause::kReplaced || v != "old") return;
+            const auto give_up = std::chrono::steady_clock::now() + seconds(5);
+            while (!second_done.load()) {
+              if (std::chrono::steady_clock::now() > give_up) {
+                listener_gave_up = true;
+                return;
+              }
+              std::this_thread::yield();
+            }
+          })
+          .build());
+  cache->insert(1, "old");
+  std::promise<void> first_in_turn;
+  std::atomic<int> second_calls{0};
+  std::thread first([&] {
+    int calls = 0;
+    cache->compute(1, [&](const std::optional<std::string>& current) {
+      if (++calls == 1) {
+        cache->insert(100, "x");  // same shard: the first attempt fails, the turn follows
+      } else {
+        first_in_turn.set_value();
+        while (second_calls.load() == 0) std::this_thread::yield();
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));  // the second now waits for the turn
+      }
+      return Op::put(current.value_or("") + "+1");
+    });
+  });
+  first_in_turn.get_future().wait();
+  std::thread second([&] {
+    cache->compute(1, [&](const std::optional<std::string>& current) {
+      if (++second_calls == 1) cache->insert(101, "y");  // its first attempt fails too
+      return Op::put(current.value_or("") + "+2");
+    });
+    second_done = true;
+  });
+  first.join();
+  second.join();
+  EXPECT_FALSE(listener_gave_up.load()) << "the listener waited for the second compute, which waited for the first";
+  EXPECT_EQ(cache->get(1), "old+1+2");
 }
 
 }  // namespace

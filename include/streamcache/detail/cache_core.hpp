@@ -554,6 +554,9 @@ class CacheCore {
       stats_->add(kHits);
       return nullptr;
     }
+    // Loading would write the key: from inside its own compute's function, refused here,
+    // before a flight that other callers could join fails with it.
+    if (ComputingKey::innermost != nullptr) refuse_inside_own_compute(key, h);
     Shard& s = shard_for(h);
     std::shared_ptr<Flight> flight;
     bool leader = false;
@@ -641,6 +644,10 @@ class CacheCore {
   /// So `decide` may run more than once, and plain writes never wait for a compute.
   template <class Decide>
   ComputeResult<V> compute(const K& key, Decide&& decide) {
+    // Once the decision took effect, the result only moves (into ComputeResult, out to
+    // the caller): a move that threw would report a failure for a change that was made.
+    static_assert(std::is_nothrow_move_constructible_v<V>,
+                  "compute() and upsert_with() need a value type whose move constructor does not throw");
     const uint64_t h = hash_key(key);
     refuse_inside_own_compute(key, h);
     Shard& s = shard_for(h);
@@ -672,7 +679,9 @@ class CacheCore {
       const NodeId seen = read_in_compute_turn(s, key, h, *turn, current);
       const auto unchanged = [&](NodeId id, bool expired) ABSL_NO_THREAD_SAFETY_ANALYSIS {  // under s.mu
         if (turn->conflict || live_or_none(id, expired) != seen) return false;
-        clear_flight_locked(s, key, kCompute);  // the turn ends with the decision's effect
+        // The turn ends with the decision's effect, before the notifications are
+        // delivered: a listener may wait for a thread that waits for this turn.
+        end_compute_turn_locked(s, key, *turn);
         turn_cleared = true;
         return true;
       };
@@ -810,7 +819,9 @@ class CacheCore {
     uint32_t next_local ABSL_GUARDED_BY(mu) = 0;
     std::vector<WriteEvent> log ABSL_GUARDED_BY(mu);
     absl::flat_hash_map<K, std::array<std::shared_ptr<Flight>, 4>, Hash, Eq> loading ABSL_GUARDED_BY(mu);  // by LoadKind
-    uint64_t writes ABSL_GUARDED_BY(mu) = 0;  // write() and remove_with() calls that changed the shard (see compute())
+    // write() and remove_with() calls that passed their guard, whether or not they then
+    // changed anything (an extra count only makes a compute decide again; see compute()).
+    uint64_t writes ABSL_GUARDED_BY(mu) = 0;
     IntrusiveList<OrderHookOf> order ABSL_GUARDED_BY(mu);  // write order (Ext::kWriteOrder only)
     // Ext::kOrderEpochs only (see "Write order and its epoch markers"): the epoch markers
     // in list order, the last one's epoch (so that writes need not touch it), and a marker
@@ -1071,15 +1082,19 @@ class CacheCore {
     }
   }
 
-  /// Ends a turn (its slot is already cleared if the decision took effect) and wakes the
-  /// computes waiting for it.
-  void end_compute_turn(Shard& s, const K& key, Flight& turn, bool cleared) {
-    if (!cleared) {
-      WriterLock<SharedMutex> lock(s.mu);
-      clear_flight_locked(s, key, kCompute);
-    }
+  /// Ends a turn and wakes the computes waiting for it (they take the shard lock next).
+  void end_compute_turn_locked(Shard& s, const K& key, Flight& turn) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu) {
+    clear_flight_locked(s, key, kCompute);
     turn.done.store(true);
     turn.done.notify_all();
+  }
+
+  /// Ends a turn whose decision did not take effect (nop, or an exception); one that did
+  /// ended in its guard.
+  void end_compute_turn(Shard& s, const K& key, Flight& turn, bool ended) {
+    if (ended) return;
+    WriterLock<SharedMutex> lock(s.mu);
+    end_compute_turn_locked(s, key, turn);
   }
 
   /// Reads `key` in its compute turn `turn`, as read_for_compute() does, and clears the
@@ -1117,6 +1132,15 @@ class CacheCore {
     uint64_t h;
     const ComputingKey* outer;
     static inline thread_local const ComputingKey* innermost = nullptr;
+
+    /// While it lives, the thread runs no compute function as far as the list can tell.
+    struct Suspend {
+      Suspend() : saved(innermost) { innermost = nullptr; }
+      ~Suspend() { innermost = saved; }
+      Suspend(const Suspend&) = delete;
+      Suspend& operator=(const Suspend&) = delete;
+      const ComputingKey* saved;
+    };
   };
 
   void refuse_inside_own_compute(const K& key, uint64_t h) const {
@@ -1454,6 +1478,9 @@ class CacheCore {
 
   void deliver(Notifications& out) {
     if (!config_.listener) return;
+    // A listener is no part of a compute function running on this thread (it may be
+    // delivering what the function's own writes evicted): it may write the computed key.
+    const typename ComputingKey::Suspend not_computing;
     for (const Notification& n : out) {
       try {
         config_.listener(n.key, n.value, n.cause);
