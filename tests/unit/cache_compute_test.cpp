@@ -12,6 +12,7 @@
 #include <string>
 #include <thread>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #include "streamcache/cache.hpp"
@@ -219,19 +220,22 @@ TEST_F(ComputeExpiry, APutRunsTheCreateOrUpdateHookAsInsertDoes) {
 
 // ---- Atomicity: what happens to the key while the function runs --------------------
 
+// A compute function that records the value it gets and appends "+" to it; the first time,
+// `interference` runs on another thread while it decides (and must not wait for it).
+template <class Interference>
+auto append_interfered_once(Recorder& recorder, Interference interference) {
+  return [&recorder, interference, interfered = false](const std::optional<std::string>& current) mutable {
+    recorder.seen.push_back(current);
+    if (!std::exchange(interfered, true)) std::thread(interference).join();
+    return Op::put(current.value_or("") + "+");
+  };
+}
+
 TEST(CacheComputeAtomicity, AnInsertWhileTheFunctionRunsDoesNotWaitAndMakesItDecideAgain) {
   auto cache = StringCache::builder().build();
   cache.insert(1, "a");
   Recorder recorder;
-  bool interfered = false;
-  const auto r = cache.compute(1, [&](const std::optional<std::string>& current) {
-    recorder.seen.push_back(current);
-    if (!interfered) {
-      interfered = true;
-      std::thread([&] { cache.insert(1, "b"); }).join();  // would hang if the insert waited
-    }
-    return Op::put(current.value_or("") + "+");
-  });
+  const auto r = cache.compute(1, append_interfered_once(recorder, [&] { cache.insert(1, "b"); }));
   EXPECT_THAT(recorder.seen, ElementsAre("a", "b"));
   EXPECT_EQ(r.value, "b+");
   EXPECT_EQ(cache.get(1), "b+");
@@ -241,15 +245,7 @@ TEST(CacheComputeAtomicity, ARemovalWhileTheFunctionRunsMakesItDecideAgain) {
   auto cache = StringCache::builder().build();
   cache.insert(1, "a");
   Recorder recorder;
-  bool interfered = false;
-  const auto r = cache.compute(1, [&](const std::optional<std::string>& current) {
-    recorder.seen.push_back(current);
-    if (!interfered) {
-      interfered = true;
-      std::thread([&] { cache.remove(1); }).join();
-    }
-    return Op::put(current.value_or("") + "+");
-  });
+  const auto r = cache.compute(1, append_interfered_once(recorder, [&] { cache.remove(1); }));
   EXPECT_THAT(recorder.seen, ElementsAre("a", std::nullopt));
   EXPECT_EQ(r.outcome, ComputeOutcome::kInserted);
   EXPECT_EQ(cache.get(1), "+");
