@@ -133,7 +133,7 @@ class Quiescer {
 
 // ---- Part 1: the Cache -------------------------------------------------------------------
 //
-// Workers mix get / insert / get_with / remove / invalidate / invalidate_if / contains_key
+// Workers mix get / insert / compute / get_with / remove / invalidate / invalidate_if / contains_key
 // on a skewed key space, with a time-to-live on the system clock. Continuously: every value
 // read or loaded belongs to the key asked for and is intact. At checkpoints (writers parked,
 // maintenance run): the size bound holds exactly, entry_count() == weighted_size(), every
@@ -240,8 +240,10 @@ class CachePart {
         const uint64_t dice = rng() % 1000;
         if (dice < 500) {
           if (auto v = cache_.get(k); v && !intact(k, *v)) violation("cache: get returned a foreign or torn value for key " + std::to_string(k));
-        } else if (dice < 700) {
+        } else if (dice < 650) {
           cache_.insert(k, make_cache_value(k, ++version));
+        } else if (dice < 700) {
+          compute(k, rng());
         } else if (dice < 900) {
           const CacheValue v = cache_.get_with(k, [&] { return make_cache_value(k, 0); });
           if (!intact(k, v)) violation("cache: get_with returned a foreign or torn value for key " + std::to_string(k));
@@ -259,6 +261,19 @@ class CachePart {
       ops_.add(64);
     }
     quiescer_.worker_exited();
+  }
+
+  // A read-modify-write racing everything above: bumps the version it read (or removes the
+  // entry, or keeps it), and checks what it got and what it returns.
+  void compute(uint64_t k, uint64_t choice) {
+    using Op = ComputeOp<CacheValue>;
+    const ComputeResult<CacheValue> r = cache_.compute(k, [&](const std::optional<CacheValue>& current) {
+      if (current && !intact(k, *current)) violation("cache: compute's function got a foreign or torn value for key " + std::to_string(k));
+      if (choice % 8 == 0) return Op::remove();
+      if (choice % 8 == 1) return Op::nop();
+      return Op::put(make_cache_value(k, current ? current->version + 1 : 1));
+    });
+    if (r.value && !intact(k, *r.value)) violation("cache: compute returned a foreign or torn value for key " + std::to_string(k));
   }
 
   std::array<Counter, 4> causes_;  // before cache_: the listener uses it while the cache lives
