@@ -297,6 +297,9 @@ TEST(CacheComputeAtomicity, ALoadOfTheKeyWhileTheFunctionRunsMakesItDecideAgain)
   EXPECT_EQ(cache.get(1), "loaded");
 }
 
+// White-box: the first compute's function waits for the main thread's compute of the same
+// key, which the contract forbids; it cannot deadlock here only because the first is in its
+// optimistic first attempt (nothing else writes the shard), which holds no turn.
 TEST(CacheComputeAtomicity, AComputeThatFinishesWhileAnotherOfItsKeyDecidesMakesThatOneDecideAgain) {
   auto cache = StringCache::builder().build();
   std::promise<void> first_running;
