@@ -1022,9 +1022,16 @@ class CacheCore {
     const int64_t now = expires_ ? now_ns() : 0;
     ReaderLock lock(s.mu);
     writes = s.writes;
+    return copy_live_locked(s, key, h, now, current);
+  }
+
+  /// The live entry of `key` (kNoNode if absent or expired at `now`), its value copied
+  /// into `current`. The copy may throw: nothing changed.
+  NodeId copy_live_locked(Shard& s, const K& key, uint64_t h, int64_t now, std::optional<V>& current)
+      ABSL_SHARED_LOCKS_REQUIRED(s.mu) {
     auto it = s.map.find(key, h);
     if (it == s.map.end() || is_expired(it->id, now)) return kNoNode;
-    current.emplace(node_in(s.arena, it->id).value);  // may throw: nothing changed
+    current.emplace(node_in(s.arena, it->id).value);
     return it->id;
   }
 
@@ -1103,10 +1110,7 @@ class CacheCore {
     const int64_t now = expires_ ? now_ns() : 0;
     WriterLock<SharedMutex> lock(s.mu);  // exclusive: the conflict mark is written under it
     turn.conflict = false;
-    auto it = s.map.find(key, h);
-    if (it == s.map.end() || is_expired(it->id, now)) return kNoNode;
-    current.emplace(node(it->id).value);  // may throw: the turn ends, nothing changed
-    return it->id;
+    return copy_live_locked(s, key, h, now, current);  // if it throws, the turn ends
   }
 
   /// A write or removal of `key` (a compute's too, if not in its turn): a compute of the
