@@ -108,18 +108,28 @@ class PolicySimulator {
     nodes_[id].key = key;
     index_.emplace(key, id);
     policy_.on_insert(id, hash, 1);
-    policy_.evict_if_needed([this](detail::NodeId victim) {
-      index_.erase(nodes_[victim].key);
-      free_.push_back(victim);
-      return true;
-    });
+    evict();
     return false;
+  }
+
+  /// A new size, as Cache::set_max_capacity() applies it: the policy's, then an eviction.
+  void resize(uint64_t size) {
+    policy_.set_max_weight(size);
+    evict();
   }
 
   const detail::TinyLfuPolicy<HookOf>& policy() const { return policy_; }
   size_t size() const { return index_.size(); }
 
  private:
+  void evict() {
+    policy_.evict_if_needed([this](detail::NodeId victim) {
+      index_.erase(nodes_[victim].key);
+      free_.push_back(victim);
+      return true;
+    });
+  }
+
   std::vector<Node> nodes_;
   std::vector<detail::NodeId> free_;
   absl::flat_hash_map<uint64_t, detail::NodeId> index_;

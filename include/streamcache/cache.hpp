@@ -252,7 +252,32 @@ class Cache {
 
   CacheStats stats() const { return core_->stats(); }
 
+  /// The configuration in force: max_capacity (nullopt when unbounded), whether it counts
+  /// weights, time_to_live, time_to_idle, whether an Expiry is set, the shard count.
+  CachePolicy policy() const {
+    const detail::CacheConfig<K, V>& config = core_->config();
+    CachePolicy p;
+    if (const uint64_t max = core_->max_weight(); max != detail::kUnboundedWeight) p.max_capacity = max;
+    p.weighted = static_cast<bool>(config.weigher);
+    p.time_to_live = config.time_to_live;
+    p.time_to_idle = config.time_to_idle;
+    p.per_entry_expiry = config.expiry != nullptr;
+    p.shards = core_->shard_count();
+    return p;
+  }
+
+  /// Changes the bound at run time (Caffeine's `policy().eviction().setMaximum()`): entries,
+  /// or total weight with a weigher; 0 keeps nothing, UINT64_MAX is unbounded; any cache may
+  /// be resized, one built unbounded too. Shrinking evicts the excess (kSize) as the policy
+  /// chooses: when the call returns, what was written before it is within the new bound and
+  /// the notifications are delivered (as run_pending_tasks() does, and with its exception:
+  /// called from a listener during maintenance's delivery, the excess goes at the next
+  /// maintenance). Writes made while it runs are bounded as usual (see the class comment).
+  /// The admission window keeps the share of the cache it has adapted to.
+  void set_max_capacity(uint64_t n) { core_->set_max_weight(n); }
+
  private:
+
   friend class CacheBuilder<K, V, Hash, Eq>;
   explicit Cache(const detail::CacheConfig<K, V>& config) : core_(std::make_unique<Core>(config)) {}
 

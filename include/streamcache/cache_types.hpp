@@ -1,6 +1,8 @@
-// The vocabulary of the cache: removal causes, per-entry expiry, statistics, compute().
+// The vocabulary of the cache: removal causes, per-entry expiry, statistics, its policy,
+// compute().
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <utility>
@@ -66,6 +68,18 @@ struct CacheStats {
     const uint64_t lookups = hits + misses;
     return lookups == 0 ? 0.0 : static_cast<double>(hits) / static_cast<double>(lookups);
   }
+};
+
+/// How a cache is configured, as of the call (Moka's `Policy`, Caffeine's `policy()`):
+/// what the builder set, with max_capacity as changed by set_max_capacity() and the shard
+/// count as chosen when it was automatic.
+struct CachePolicy {
+  std::optional<uint64_t> max_capacity;  ///< entries, or total weight with a weigher; nullopt: unbounded
+  bool weighted = false;                 ///< a weigher is set: max_capacity bounds the total weight
+  std::optional<Clock::duration> time_to_live;
+  std::optional<Clock::duration> time_to_idle;
+  bool per_entry_expiry = false;  ///< an Expiry is set
+  size_t shards = 0;
 };
 
 /// What a compute() function decides for its key, given the current value: keep things

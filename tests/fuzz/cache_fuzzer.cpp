@@ -3,11 +3,11 @@
 // ManualClock and to the reference model in cache_model.hpp. After every step the
 // observable behaviour must agree: returned values, the listener's notifications and
 // causes, the Expiry hooks' arguments, entry_count(), contains_key() for every key and
-// the stats counters; after run_pending_tasks() also "no expired entry left", the size
-// bound and weighted_size(). Any disagreement prints the step and aborts.
+// the stats counters; after run_pending_tasks() and set_max_capacity() also "no expired
+// entry left", the size bound and weighted_size(). Any disagreement prints the step and aborts.
 //
 // Input format (missing bytes read as 0):
-//   byte 0  capacity: %16 = 0 unbounded, 1 zero, n>1 -> n-1 (entries, or weight)
+//   byte 0  capacity: see decode_capacity() (set_max_capacity()'s argument byte too)
 //   byte 1  bit 0 weigher, 1 time_to_live, 2 time_to_idle, 3 per-entry Expiry,
 //           4 a listener that throws on every third call
 //   byte 2  time_to_live = (b % 17) units; byte 3 time_to_idle likewise
@@ -28,6 +28,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <limits>
 #include <map>
 #include <memory>
 #include <optional>
@@ -55,6 +56,12 @@ std::string key_name(int k) {
 std::string value_name(uint32_t vid) {
   return vid % 3 == 0 ? "v" + std::to_string(vid) + "-with-a-tail-long-enough-for-the-heap" : "v" + std::to_string(vid);
 }
+// A capacity byte: % 16 = 0 unbounded, 1 zero, n > 1 -> n - 1 (entries, or weight).
+std::optional<uint64_t> decode_capacity(uint8_t b) {
+  if (b % 16 == 0) return std::nullopt;
+  return b % 16 - 1;
+}
+
 int parse_key(const std::string& s) {
   size_t i = s.size();
   while (i > 0 && s[i - 1] >= '0' && s[i - 1] <= '9') --i;
@@ -144,8 +151,7 @@ class Fuzz {
     shards_ = (tuning >> 3) == 31 ? 3 : kShards[(tuning >> 3) % 7];
 
     ModelConfig mc;
-    if (cap % 16 == 1) mc.capacity = 0;
-    if (cap % 16 > 1) mc.capacity = cap % 16 - 1;
+    mc.capacity = decode_capacity(cap);
     mc.weigher = flags & 1;
     if (flags & 2) mc.ttl = (ttl % 17) * scenario_.unit;
     if (flags & 4) mc.tti = (tti % 17) * scenario_.unit;
@@ -216,7 +222,8 @@ class Fuzz {
     switch (op % 20) {
       case 0: case 1: case 2: case 3: do_insert(next_key()); break;
       case 4: do_compute(); break;
-      case 5: case 6: case 7: case 8: do_get(next_key()); break;
+      case 5: case 6: case 7: do_get(next_key()); break;
+      case 8: do_set_max_capacity(); break;
       case 9: do_get_with(); break;
       case 10: do_try_get_with(); break;
       case 11: do_optionally_get_with(); break;
@@ -473,6 +480,17 @@ class Fuzz {
   void do_run_pending_tasks() {
     describe("run_pending_tasks()");
     cache_->run_pending_tasks();
+  }
+
+  // Evicts down to the new bound and delivers before it returns: checked as after
+  // run_pending_tasks(). From now on the model judges writes and evictions by it.
+  void do_set_max_capacity() {
+    const std::optional<uint64_t> capacity = decode_capacity(in_.byte());
+    describe("set_max_capacity(" + (capacity ? std::to_string(*capacity) : std::string("unbounded")) + ")");
+    cache_->set_max_capacity(capacity.value_or(std::numeric_limits<uint64_t>::max()));
+    model_->set_capacity(capacity);
+    last_was_maintenance_ = true;
+    FUZZ_CHECK(cache_->policy().max_capacity == capacity, [] { return std::string("policy().max_capacity is not the bound set"); });
   }
 
   // ---- Checks ---------------------------------------------------------------------------

@@ -167,6 +167,8 @@ class CacheModel {
       : config_(config), scenario_(scenario), now_(now) {}
 
   void set_now(int64_t now) { now_ = now; }
+  /// set_max_capacity(): later writes and evictions are judged by the new bound.
+  void set_capacity(std::optional<uint64_t> capacity) { config_.capacity = capacity; }
   int64_t now() const { return now_; }
   const ModelConfig& config() const { return config_; }
   const std::map<int, Entry>& entries() const { return entries_; }

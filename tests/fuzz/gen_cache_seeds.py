@@ -9,7 +9,7 @@ import os
 import random
 
 # Opcodes (the opcode byte % 20 in Fuzz::step()).
-INSERT, COMPUTE, GET, GET_WITH, TRY_GET_WITH, OPT_GET_WITH = 0, 4, 5, 9, 10, 11
+INSERT, COMPUTE, GET, RESIZE, GET_WITH, TRY_GET_WITH, OPT_GET_WITH = 0, 4, 5, 8, 9, 10, 11
 REMOVE, INVALIDATE, INVALIDATE_IF, ALL_OR_FOR_EACH, ADVANCE, RUN, BURST = 12, 13, 14, 15, 16, 18, 19
 
 # Flag bits of config byte 1.
@@ -36,6 +36,8 @@ def mixed(rng, n, weights):
             out += bytes([rng.randrange(16), rng.randrange(4)])
         elif op == COMPUTE:
             out += bytes([rng.randrange(16), rng.randrange(5)])
+        elif op == RESIZE:
+            out.append(rng.randrange(16))  # the capacity byte, as in config()
         elif op in (INVALIDATE_IF, ALL_OR_FOR_EACH):
             out.append(rng.randrange(256))
         elif op == ADVANCE:
@@ -95,6 +97,13 @@ def seeds():
     computes = {**EVERYTHING, COMPUTE: 6}
     yield "compute", config(6, WEIGHER | TTL | EXPIRY, ttl=9, keys=8, unit=SEC) + mixed(crng, 300, computes)
     yield "compute-throwing-listener", config(3, THROWING_LISTENER | TTI, tti=5, keys=6) + mixed(crng, 200, computes)
+    # set_max_capacity() among everything else: shrinking, growing, zero and unbounded.
+    rrng = random.Random(20261207 + 1)
+    resizes = {**EVERYTHING, COMPUTE: 2, RESIZE: 3}
+    yield "resize", config(8, TTL, ttl=9, keys=12, unit=SEC) + mixed(rrng, 300, resizes)
+    yield "resize-weighted", config(12, WEIGHER | EXPIRY | THROWING_LISTENER, keys=10) + mixed(rrng, 300, resizes)
+    yield "resize-bursts", config(14, keys=16) + bytes([BURST, 0x7F] * 6 + [RESIZE, 5, BURST, 0xFF, RESIZE, 15, BURST, 0x7F,
+                                                         RESIZE, 0, BURST, 0x3F, RESIZE, 3, RUN])
 
 
 def main():

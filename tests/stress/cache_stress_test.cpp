@@ -8,6 +8,8 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <iterator>
+#include <limits>
 #include <mutex>
 #include <optional>
 #include <random>
@@ -313,6 +315,77 @@ TEST(CacheStress, ComputedCountersLoseNoIncrementWhileTheyAreRemovedEvictedAndEx
   cache.run_pending_tasks();
   EXPECT_GT(increments.load(), 0u);
   EXPECT_EQ(left_the_cache.load(), increments.load());
+}
+
+// set_max_capacity() racing writers, readers and removers: every value written is present
+// or reported exactly once, right after each resize the cache is within the new bound plus
+// the documented transient (one shard, so entry_count() is exact), and at the end within
+// the last bound.
+TEST(CacheStress, ResizingWhileWritersRunLosesNothingAndEachResizeEndsWithinItsBound) {
+  constexpr int kWriters = 2;
+  const uint64_t kSizes[] = {0, 8, 64, 500, 2000, std::numeric_limits<uint64_t>::max()};
+  std::mutex mu;
+  absl::flat_hash_map<uint64_t, int> reported;
+  auto cache = Cache<uint64_t, uint64_t>::builder()
+                   .max_capacity(256)
+                   .shards(1)
+                   .eviction_listener([&](const uint64_t&, const uint64_t& v, RemovalCause) {
+                     std::lock_guard<std::mutex> lock(mu);
+                     ++reported[v];
+                   })
+                   .build();
+  std::atomic<bool> stop{false};
+  std::vector<std::vector<uint64_t>> written(kWriters);
+  std::vector<std::thread> threads;
+  for (int w = 0; w < kWriters; ++w) {
+    threads.emplace_back([&, w] {
+      std::mt19937_64 rng(static_cast<uint64_t>(w));
+      for (uint64_t n = 0; n < 400'000 && !stop.load(std::memory_order_relaxed); ++n) {
+        const uint64_t key = rng() % 4096;
+        switch (rng() % 8) {
+          case 0: cache.remove(key); break;
+          case 1:
+          case 2: cache.get(key); break;
+          default: {
+            const uint64_t v = unique_value(w, n);
+            written[static_cast<size_t>(w)].push_back(v);
+            cache.insert(key, v);
+          }
+        }
+      }
+    });
+  }
+  uint64_t violations = 0;
+  int resizes = 0;
+  std::mt19937 rng(11);
+  const auto deadline = Steady::now() + kRunFor;
+  while (Steady::now() < deadline) {
+    const uint64_t size = kSizes[rng() % std::size(kSizes)];
+    cache.set_max_capacity(size);
+    ++resizes;
+    // Writers keep adding while we look: the bound's transient allowance applies.
+    if (size != std::numeric_limits<uint64_t>::max() && cache.entry_count() > size + 256 + kWriters) ++violations;
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
+  }
+  stop = true;
+  for (auto& t : threads) t.join();
+  cache.set_max_capacity(100);
+  EXPECT_LE(cache.entry_count(), 100u);
+  EXPECT_EQ(cache.weighted_size(), cache.entry_count());
+  EXPECT_EQ(violations, 0u);
+  EXPECT_GT(resizes, 20);
+
+  absl::flat_hash_set<uint64_t> present;
+  cache.for_each([&](const uint64_t&, const uint64_t& v) { present.insert(v); });
+  size_t total = 0;
+  for (const auto& values : written) {
+    total += values.size();
+    for (const uint64_t v : values) {
+      const int times = reported.contains(v) ? reported[v] : 0;
+      ASSERT_EQ(times + (present.contains(v) ? 1 : 0), 1) << "value " << v;
+    }
+  }
+  EXPECT_GT(total, 0u);
 }
 
 }  // namespace

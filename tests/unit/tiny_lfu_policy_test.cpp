@@ -4,8 +4,10 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <iterator>
 #include <map>
 #include <random>
+#include <utility>
 #include <vector>
 
 #include "common/policy_replay.hpp"
@@ -263,6 +265,100 @@ TEST_F(TinyLfuPolicyTest, RegionSizesStayConsistentUnderRandomOperations) {
       ASSERT_TRUE(policy.check_invariants()) << "step " << step;
     }
   }
+}
+
+// set_max_weight() between random operations: after each, the next eviction brings the
+// policy within the new maximum, and the invariants hold throughout (0 and unbounded too).
+TEST_F(TinyLfuPolicyTest, ResizesBetweenRandomOperationsKeepTheRegionsConsistent) {
+  Policy policy(64, HookOf{&arena_});
+  std::map<NodeId, uint32_t> shadow;
+  std::mt19937_64 rng(7);
+  const uint64_t sizes[] = {0, 1, 2, 5, 64, 300, 1000, UINT64_MAX};
+  for (int step = 0; step < 40000; ++step) {
+    const NodeId id = static_cast<NodeId>(rng() % 1024);
+    const uint64_t hash = mix(id % 97);
+    const auto weight = static_cast<uint32_t>(rng() % 8 == 0 ? 0 : 1 + rng() % 4);
+    switch (rng() % 8) {
+      case 0:
+      case 1:
+      case 2:
+        if (!policy.contains(id)) {
+          policy.on_insert(id, hash, weight);
+          shadow[id] = weight;
+        }
+        break;
+      case 3:
+        policy.on_access(id, hash);
+        break;
+      case 4:
+        policy.on_remove(id);
+        shadow.erase(id);
+        break;
+      case 5:
+        if (rng() % 16 == 0) policy.set_max_weight(sizes[rng() % std::size(sizes)]);
+        break;
+      default:
+        policy.evict_if_needed([&](NodeId victim) {
+          EXPECT_EQ(shadow.erase(victim), 1u);
+          return true;
+        });
+        ASSERT_LE(policy.weighted_size(), policy.max_weight()) << "step " << step;
+        break;
+    }
+    ASSERT_EQ(policy.entry_count(), shadow.size()) << "step " << step;
+    ASSERT_TRUE(policy.check_invariants()) << "step " << step;
+  }
+}
+
+TEST(TinyLfuPolicyResize, AResizedCacheHitsAsOftenAsOneBuiltAtTheNewSize) {
+  // A zipf workload long enough for both to settle: after the resize, the policy must do as
+  // well as one that had the new size from the start, growing and shrinking (hit ratios
+  // over the last 400000 requests).
+  const auto trace = bench::generate_trace("zipf --s 0.9 --n 200000 --length 900000 --seed 3");
+  for (const auto& [from, to] : {std::pair<uint64_t, uint64_t>{500, 4000}, {16000, 4000}}) {
+    bench::PolicySimulator resized(from);
+    bench::PolicySimulator built(to);
+    uint64_t resized_hits = 0;
+    uint64_t built_hits = 0;
+    for (size_t i = 0; i < trace.size(); ++i) {
+      if (i == 300000) resized.resize(to);
+      const bool r = resized.access(trace[i]);
+      const bool b = built.access(trace[i]);
+      if (i >= 500000) {
+        resized_hits += r ? 1 : 0;
+        built_hits += b ? 1 : 0;
+      }
+    }
+    EXPECT_EQ(resized.size(), to);
+    // No worse by more than a point. (Shrunk, it does better: its sketch, sized for the
+    // larger cache and aged less often, holds more history.)
+    EXPECT_GE(resized_hits + 4000, built_hits) << from << " -> " << to;
+    EXPECT_TRUE(resized.policy().check_invariants());
+  }
+}
+
+TEST(TinyLfuPolicyResize, TheWindowKeepsTheShareItAdaptedTo) {
+  const auto trace = bench::generate_trace("shift --length 1000000");
+  bench::PolicySimulator sim(2000);
+  for (const uint64_t key : trace) sim.access(key);
+  const double share = static_cast<double>(sim.policy().window_maximum()) / 2000.0;
+  ASSERT_GT(share, 0.25);  // the recency-biased trace grew it (WindowGrowsOnARecencyBiasedTrace)
+  sim.resize(4000);
+  EXPECT_NEAR(static_cast<double>(sim.policy().window_maximum()) / 4000.0, share, 0.001);
+  sim.resize(100);
+  EXPECT_NEAR(static_cast<double>(sim.policy().window_maximum()) / 100.0, share, 0.01);
+  EXPECT_EQ(sim.size(), 100u);
+  EXPECT_TRUE(sim.policy().check_invariants());
+}
+
+TEST(TinyLfuPolicyResize, ACacheBuiltEmptyAllocatesItsSketchOnceResizedBelowTwiceItsContents) {
+  Arena arena;
+  TinyLfuPolicy<HookOf> policy(UINT64_MAX, HookOf{&arena});
+  for (NodeId id = 0; id < 100; ++id) policy.on_insert(id, mix(id), 1);
+  EXPECT_FALSE(policy.sketch().initialized());
+  policy.set_max_weight(150);  // already more than half full
+  EXPECT_TRUE(policy.sketch().initialized());
+  EXPECT_TRUE(policy.check_invariants());
 }
 
 TEST(TinyLfuPolicyAdaptation, WindowGrowsOnARecencyBiasedTrace) {

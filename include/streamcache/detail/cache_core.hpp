@@ -36,10 +36,13 @@
 
 namespace streamcache::detail {
 
+/// The max_weight of a cache without a bound.
+inline constexpr uint64_t kUnboundedWeight = std::numeric_limits<uint64_t>::max();
+
 /// Everything a CacheBuilder collects; validated by CacheCore's constructor.
 template <class K, class V>
 struct CacheConfig {
-  uint64_t max_weight = std::numeric_limits<uint64_t>::max();
+  uint64_t max_weight = kUnboundedWeight;
   size_t initial_capacity = 0;
   std::optional<Clock::duration> time_to_live;
   std::optional<Clock::duration> time_to_idle;
@@ -296,6 +299,28 @@ class CacheCore {
   uint64_t weighted_size() const {
     return weighted_size_.load(std::memory_order_relaxed);  // relaxed: a statistic, set by maintenance
   }
+
+  /// The bound in force: set_max_capacity()'s latest, else the builder's.
+  uint64_t max_weight() const {
+    return max_weight_.load(std::memory_order_relaxed);  // relaxed: see max_weight_
+  }
+
+  /// A new bound. When it returns, what was written before the call is within it (the
+  /// excess evicted, kSize, and its notifications delivered), as after run_pending_tasks();
+  /// inside a listener that maintenance delivers, where run_pending_tasks() does nothing,
+  /// the excess goes at the next maintenance.
+  void set_max_weight(uint64_t max_weight) {
+    {
+      // A user's call: never under our maintenance lock (extensions' hooks, which are,
+      // do not resize).
+      WriterLock<Mutex> lock(maintenance_mu_);
+      policy_->set_max_weight(max_weight);
+      max_weight_.store(max_weight, std::memory_order_relaxed);  // relaxed: see max_weight_
+    }
+    run_pending_tasks();
+  }
+
+  const CacheConfig<K, V>& config() const { return config_; }
 
   CacheStats stats() const {
     CacheStats s;
@@ -1191,7 +1216,8 @@ class CacheCore {
     const uint32_t weight = weigh(key, value);  // user code: outside the lock
     const int64_t now = expires_ ? now_ns() : 0;
     Shard& s = shard_for(h);
-    const bool too_heavy = weight > config_.max_weight || config_.max_weight == 0;
+    const uint64_t max_weight = max_weight_.load(std::memory_order_relaxed);  // relaxed: see max_weight_
+    const bool too_heavy = weight > max_weight || max_weight == 0;
     WriterLock<SharedMutex> lock(s.mu);
     units = 0;
     if constexpr (Ext::kOrderEpochs) {
@@ -1794,6 +1820,11 @@ class CacheCore {
   std::unique_ptr<ReadBuffer> reads_;
   std::unique_ptr<StripedCounters<kStatCount>> stats_;
   std::atomic<uint8_t> read_epoch_{1};  // see applied_this_epoch(); never 0; written once per epoch
+  // The bound, for writes to refuse what can never fit (write()); the policy holds its own
+  // copy, under the maintenance lock. Relaxed loads and stores: it publishes nothing, and a
+  // write that races set_max_weight() may be judged against either bound: an entry the new
+  // bound does not admit is then evicted (kSize) by the next maintenance, as any excess is.
+  std::atomic<uint64_t> max_weight_{config_.max_weight};
 
   // Everything above is read by every get() and written (almost) never. What follows is
   // written all the time, by writers or by maintenance, so it starts on lines of its own:

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <iterator>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
@@ -75,9 +76,19 @@ static_assert(sizeof(TinyLfuHook) <= 20, "the hook lives in every cache node");
 /// absl::flat_hash_map is the index. O(1) amortized per request, like the policy.
 class ShadowCache {
  public:
-  /// `window_share` 1 = LRU; otherwise a window of that share in front of an SLRU main space
-  /// (80% protected) with TinyLFU admission.
+  ShadowCache() = default;
+  ShadowCache(const ShadowCache&) = delete;  // the lists point into this object's nodes_
+  ShadowCache& operator=(const ShadowCache&) = delete;
+
+  /// Empties the shadow and sizes it. `window_share` 1 = LRU; otherwise a window of that share
+  /// in front of an SLRU main space (80% protected) with TinyLFU admission.
   void init(uint64_t capacity, double window_share) {
+    nodes_ = {};  // assigned, not swapped: the lists keep pointing at this vector
+    free_ = {};
+    index_ = {};
+    for (auto& list : lists_) list = IntrusiveList<LinksOf>{LinksOf{&nodes_}};
+    std::fill(std::begin(region_weight_), std::end(region_weight_), 0);
+    weight_ = 0;
     capacity_ = std::max<uint64_t>(capacity, 1);
     window_max_ = window_share >= 1 ? capacity_ : std::max<uint64_t>(1, static_cast<uint64_t>(window_share * static_cast<double>(capacity_)));
     protected_max_ = (capacity_ - window_max_) * 4 / 5;
@@ -232,15 +243,36 @@ class TinyLfuPolicy {
         hook_of_(hook_of),
         window_(LinksOf{hook_of}),
         probation_(LinksOf{hook_of}),
-        protected_(LinksOf{hook_of}),
-        max_weight_(max_weight) {
-    // window = max - floor(0.99 * max), computed without a 64-bit overflow: ceil(1%) of max.
-    const uint64_t main = scale(1 - tuning_.initial_window, max_weight);
-    window_max_ = max_weight - main;
-    initial_window_max_ = window_max_;
-    protected_max_ = scale(tuning_.main_protected, main);
-    step_size_ = tuning_.step_percent * static_cast<double>(max_weight_);
+        protected_(LinksOf{hook_of}) {
     sketch_.set_aging_factor(tuning_.aging_factor);
+    size_regions(max_weight, tuning_.initial_window);
+  }
+
+  /// A new maximum (Caffeine's setMaximum). The window keeps the share of the cache it has
+  /// adapted to (Caffeine starts over from 1%: a workload that needed a large window would
+  /// lose hits until the shadows had learned it again); the adaptation's samples and scores,
+  /// measured at the old size, start over. Nothing is evicted here: the next
+  /// evict_if_needed() brings the weighted size within the new maximum. The sketch is
+  /// allocated if the cache is already half full, as on_insert() does; it never shrinks
+  /// (Caffeine's doesn't either).
+  void set_max_weight(uint64_t max_weight) {
+    if (max_weight == max_weight_) return;
+    const double window_share =
+        max_weight_ == 0 ? 0 : static_cast<double>(window_max_) / static_cast<double>(max_weight_);
+    size_regions(max_weight, window_share);
+    hits_in_sample_ = misses_in_sample_ = 0;
+    previous_hit_rate_ = 0;
+    direction_ = -1;
+    adjustment_ = 0;
+    // The shadows hold a sample at the old size: emptied and resized by the next request.
+    shadows_ready_ = false;
+    lru_ = lfu_ = ShadowScore{};
+    guard_requests_ = 0;
+    if (sketch_.initialized()) {
+      set_sample_period();
+    } else {
+      ensure_sketch_once_half_full();
+    }
   }
 
   TinyLfuPolicy(const TinyLfuPolicy&) = delete;
@@ -261,14 +293,9 @@ class TinyLfuPolicy {
     weighted_size_ += weight;
     ++entry_count_;
     set_fingerprint(id, hash);
-    // The sketch is allocated once the cache is half full (Caffeine's rule): a cache that never
-    // fills, such as an unbounded one, never pays for it. It is sized by entries, not weight,
-    // and grows with the entry count (weighted entries: the count is not known up front).
+    // The sketch grows with the entry count (weighted entries: the count is not known up front).
     if (!sketch_.initialized()) {
-      if (weighted_size_ >= max_weight_ / 2 + max_weight_ % 2 && max_weight_ > 0) {
-        sketch_.ensure_capacity(std::min(max_weight_, std::max<uint64_t>(2 * entry_count_, 1)));
-        sample_period_ = std::max<uint64_t>(1, scale(tuning_.sample_factor, std::min(max_weight_, 2 * entry_count_)));
-      }
+      ensure_sketch_once_half_full();
     } else if (entry_count_ > sketch_.capacity() && sketch_.capacity() < FrequencySketch::kMaxCapacity) {
       sketch_.ensure_capacity(std::min(max_weight_, 4 * entry_count_));
     }
@@ -396,6 +423,32 @@ class TinyLfuPolicy {
     if (scaled >= 18446744073709551616.0) return UINT64_MAX;
     const auto result = static_cast<uint64_t>(scaled);
     return fraction <= 1 ? std::min(result, x) : result;
+  }
+
+  /// The regions' maxima for a cache of `max_weight`: the window at `window_share` of it (at
+  /// least the initial share, at most all but one unit), rounded up, protected at its share
+  /// of the rest. A window share
+  /// is applied as max - floor((1 - share) * max), which cannot overflow 64 bits.
+  void size_regions(uint64_t max_weight, double window_share) {
+    max_weight_ = max_weight;
+    initial_window_max_ = max_weight - scale(1 - tuning_.initial_window, max_weight);
+    window_max_ = std::max(initial_window_max_, max_weight - scale(1 - window_share, max_weight));
+    if (max_weight > 1) window_max_ = std::min(window_max_, max_weight - 1);  // as increase_window() leaves it
+    protected_max_ = scale(tuning_.main_protected, max_weight - window_max_);
+    step_size_ = tuning_.step_percent * static_cast<double>(max_weight_);
+  }
+
+  /// The sketch is allocated once the cache is half full (Caffeine's rule): a cache that never
+  /// fills, such as an unbounded one, never pays for it. It is sized by entries, not weight.
+  void ensure_sketch_once_half_full() {
+    if (weighted_size_ >= max_weight_ / 2 + max_weight_ % 2 && max_weight_ > 0) {
+      sketch_.ensure_capacity(std::min(max_weight_, std::max<uint64_t>(2 * entry_count_, 1)));
+      set_sample_period();
+    }
+  }
+
+  void set_sample_period() {
+    sample_period_ = std::max<uint64_t>(1, scale(tuning_.sample_factor, std::min(max_weight_, 2 * entry_count_)));
   }
 
   uint64_t& region_weight(uint8_t region) {
@@ -746,7 +799,7 @@ class TinyLfuPolicy {
   List protected_;
   FrequencySketch sketch_;
 
-  uint64_t max_weight_;
+  uint64_t max_weight_ = 0;
   uint64_t window_max_ = 0;
   uint64_t initial_window_max_ = 0;
   uint64_t protected_max_ = 0;

@@ -1,0 +1,207 @@
+// Cache::policy() and set_max_capacity(): what the cache reports about its configuration,
+// and what changing the bound at run time does to the entries, the listener and new writes.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <cstdint>
+#include <limits>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "streamcache/cache.hpp"
+#include "unit/cache_test_support.hpp"
+
+namespace streamcache {
+namespace {
+
+using std::chrono::seconds;
+using test_support::Removals;
+
+using StringCache = Cache<int, std::string>;
+
+class NoExpiry : public Expiry<int, std::string> {};
+
+TEST(CachePolicy, ReportsWhatTheBuilderSet) {
+  auto cache = StringCache::builder()
+                   .max_capacity(500)
+                   .weigher([](const int&, const std::string& v) { return static_cast<uint32_t>(v.size()); })
+                   .time_to_live(seconds(30))
+                   .time_to_idle(seconds(10))
+                   .expiry(std::make_shared<NoExpiry>())
+                   .shards(8)
+                   .build();
+  const CachePolicy p = cache.policy();
+  EXPECT_EQ(p.max_capacity, 500u);
+  EXPECT_TRUE(p.weighted);
+  EXPECT_EQ(p.time_to_live, seconds(30));
+  EXPECT_EQ(p.time_to_idle, seconds(10));
+  EXPECT_TRUE(p.per_entry_expiry);
+  EXPECT_EQ(p.shards, 8u);
+}
+
+TEST(CachePolicy, AnUnconfiguredCacheIsUnboundedWithoutExpiryAndHasItsAutomaticShardCount) {
+  auto cache = StringCache::builder().build();
+  const CachePolicy p = cache.policy();
+  EXPECT_EQ(p.max_capacity, std::nullopt);
+  EXPECT_FALSE(p.weighted);
+  EXPECT_EQ(p.time_to_live, std::nullopt);
+  EXPECT_EQ(p.time_to_idle, std::nullopt);
+  EXPECT_FALSE(p.per_entry_expiry);
+  EXPECT_GE(p.shards, 16u);  // automatic: a power of two between 16 and 64
+  EXPECT_LE(p.shards, 64u);
+}
+
+TEST(CacheResize, ShrinkingEvictsTheExcessForSizeBeforeItReturns) {
+  Removals removals;
+  auto cache = StringCache::builder().max_capacity(1000).eviction_listener(removals.listener()).build();
+  for (int k = 0; k < 1000; ++k) cache.insert(k, std::to_string(k));
+  cache.run_pending_tasks();
+  ASSERT_EQ(cache.entry_count(), 1000u);
+
+  cache.set_max_capacity(100);
+  EXPECT_EQ(cache.policy().max_capacity, 100u);
+  EXPECT_EQ(cache.entry_count(), 100u);
+  EXPECT_EQ(cache.weighted_size(), 100u);
+  EXPECT_EQ(removals.count(RemovalCause::kSize), 900u);
+  EXPECT_EQ(removals.calls.size(), 900u);
+  EXPECT_EQ(cache.stats().evictions_size, 900u);
+  // Every key is either still there or was reported once, with its own value.
+  std::vector<int> seen(1000, 0);
+  for (const auto& [k, v, cause] : removals.calls) {
+    EXPECT_EQ(v, std::to_string(k));
+    ++seen[k];
+  }
+  cache.for_each([&](const int& k, const std::string&) { ++seen[k]; });
+  for (int k = 0; k < 1000; ++k) EXPECT_EQ(seen[k], 1) << "key " << k;
+}
+
+TEST(CacheResize, ShrinkingKeepsTheEntriesInUse) {
+  auto cache = Cache<int, int>::builder().max_capacity(1000).build();
+  for (int k = 0; k < 1000; ++k) cache.insert(k, k);
+  // Keys 0..49 are read again and again; the other 950 never.
+  for (int round = 0; round < 20; ++round) {
+    for (int k = 0; k < 50; ++k) ASSERT_TRUE(cache.get(k));
+  }
+  cache.run_pending_tasks();
+  cache.set_max_capacity(100);
+  int hot_kept = 0;
+  for (int k = 0; k < 50; ++k) hot_kept += cache.contains_key(k) ? 1 : 0;
+  EXPECT_EQ(hot_kept, 50);
+  EXPECT_EQ(cache.entry_count(), 100u);
+}
+
+TEST(CacheResize, ShrinkingAWeightedCacheEvictsByWeight) {
+  Removals removals;
+  auto cache = StringCache::builder()
+                   .max_capacity(1000)
+                   .weigher([](const int&, const std::string& v) { return static_cast<uint32_t>(v.size()); })
+                   .eviction_listener(removals.listener())
+                   .build();
+  for (int k = 0; k < 100; ++k) cache.insert(k, std::string(10, 'x'));
+  cache.run_pending_tasks();
+  ASSERT_EQ(cache.weighted_size(), 1000u);
+  cache.set_max_capacity(255);
+  EXPECT_LE(cache.weighted_size(), 255u);
+  EXPECT_GE(cache.weighted_size(), 250u);  // no more evicted than needed: 10 units each
+  EXPECT_EQ(cache.entry_count(), cache.weighted_size() / 10);
+  EXPECT_EQ(removals.count(RemovalCause::kSize), 100 - cache.entry_count());
+}
+
+TEST(CacheResize, GrowingEvictsNothingAndMakesRoomForMore) {
+  Removals removals;
+  auto cache = StringCache::builder().max_capacity(100).eviction_listener(removals.listener()).build();
+  for (int k = 0; k < 100; ++k) cache.insert(k, "v");
+  cache.set_max_capacity(300);
+  EXPECT_TRUE(removals.calls.empty());
+  for (int k = 100; k < 300; ++k) cache.insert(k, "v");
+  cache.run_pending_tasks();
+  EXPECT_EQ(cache.entry_count(), 300u);
+  EXPECT_TRUE(removals.calls.empty());
+  cache.insert(300, "v");
+  cache.run_pending_tasks();
+  EXPECT_EQ(cache.entry_count(), 300u);
+  EXPECT_EQ(removals.count(RemovalCause::kSize), 1u);
+}
+
+TEST(CacheResize, ZeroKeepsNothingAndRefusesLaterWritesAsTooHeavyUntilItGrowsAgain) {
+  Removals removals;
+  auto cache = StringCache::builder().max_capacity(10).eviction_listener(removals.listener()).build();
+  for (int k = 0; k < 10; ++k) cache.insert(k, "v");
+  cache.set_max_capacity(0);
+  EXPECT_EQ(cache.entry_count(), 0u);
+  EXPECT_EQ(removals.count(RemovalCause::kSize), 10u);
+
+  cache.insert(42, "refused");
+  EXPECT_EQ(cache.get(42), std::nullopt);
+  ASSERT_EQ(removals.calls.size(), 11u);
+  EXPECT_EQ(removals.calls.back(), std::make_tuple(42, std::string("refused"), RemovalCause::kSize));
+
+  cache.set_max_capacity(5);
+  cache.insert(42, "kept");
+  EXPECT_EQ(cache.get(42), "kept");
+}
+
+TEST(CacheResize, AWriteHeavierThanTheNewBoundIsReportedForSizeAndNotKept) {
+  Removals removals;
+  auto cache = StringCache::builder()
+                   .max_capacity(100)
+                   .weigher([](const int&, const std::string& v) { return static_cast<uint32_t>(v.size()); })
+                   .eviction_listener(removals.listener())
+                   .build();
+  cache.insert(1, std::string(50, 'a'));
+  cache.set_max_capacity(20);
+  EXPECT_EQ(cache.get(1), std::nullopt);  // evicted: heavier than the new bound
+  cache.insert(2, std::string(30, 'b'));
+  EXPECT_EQ(cache.get(2), std::nullopt);
+  cache.run_pending_tasks();
+  EXPECT_EQ(removals.count(RemovalCause::kSize), 2u);
+  EXPECT_EQ(cache.weighted_size(), 0u);
+}
+
+TEST(CacheResize, AnUnboundedCacheCanBeBoundedAndUnboundedAgain) {
+  auto cache = Cache<int, int>::builder().build();
+  for (int k = 0; k < 500; ++k) cache.insert(k, k);
+  cache.set_max_capacity(50);
+  EXPECT_EQ(cache.entry_count(), 50u);
+  EXPECT_EQ(cache.policy().max_capacity, 50u);
+  cache.set_max_capacity(std::numeric_limits<uint64_t>::max());
+  EXPECT_EQ(cache.policy().max_capacity, std::nullopt);
+  for (int k = 0; k < 500; ++k) cache.insert(k, k);
+  cache.run_pending_tasks();
+  EXPECT_EQ(cache.entry_count(), 500u);
+}
+
+TEST(CacheResize, FromAListenerDuringMaintenanceTheExcessGoesAtTheNextMaintenance) {
+  // The listener is delivered by maintenance (a kSize eviction), where run_pending_tasks()
+  // does nothing: the bound changes at once, the eviction waits; nothing deadlocks.
+  std::unique_ptr<Cache<int, int>> cache;
+  bool resized = false;
+  cache = std::make_unique<Cache<int, int>>(Cache<int, int>::builder()
+                                                .max_capacity(10)
+                                                .eviction_listener([&](const int&, const int&, RemovalCause cause) {
+                                                  if (cause == RemovalCause::kSize && !resized) {
+                                                    resized = true;
+                                                    cache->set_max_capacity(5);
+                                                  }
+                                                })
+                                                .build());
+  for (int k = 0; k < 11; ++k) cache->insert(k, k);
+  cache->run_pending_tasks();
+  EXPECT_TRUE(resized);
+  EXPECT_EQ(cache->policy().max_capacity, 5u);
+  cache->run_pending_tasks();
+  EXPECT_EQ(cache->entry_count(), 5u);
+}
+
+TEST(CacheResize, SettingTheSameBoundChangesNothing) {
+  Removals removals;
+  auto cache = StringCache::builder().max_capacity(10).eviction_listener(removals.listener()).build();
+  for (int k = 0; k < 10; ++k) cache.insert(k, "v");
+  cache.set_max_capacity(10);
+  EXPECT_EQ(cache.entry_count(), 10u);
+  EXPECT_TRUE(removals.calls.empty());
+}
+
+}  // namespace
+}  // namespace streamcache
