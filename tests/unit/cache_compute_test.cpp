@@ -148,7 +148,7 @@ TEST(CacheCompute, APutHeavierThanTheCapacityIsNeverKeptAndReportedAsSize) {
   Removals removals;
   auto cache = StringCache::builder()
                    .max_capacity(3)
-                   .weigher([](const int&, const std::string& v) { return static_cast<uint32_t>(v.size()); })
+                   .weigher(test_support::value_length)
                    .eviction_listener(removals.listener())
                    .build();
   cache.insert(1, "one");

@@ -25,7 +25,7 @@ class NoExpiry : public Expiry<int, std::string> {};
 TEST(CachePolicy, ReportsWhatTheBuilderSet) {
   auto cache = StringCache::builder()
                    .max_capacity(500)
-                   .weigher([](const int&, const std::string& v) { return static_cast<uint32_t>(v.size()); })
+                   .weigher(test_support::value_length)
                    .time_to_live(seconds(30))
                    .time_to_idle(seconds(10))
                    .expiry(std::make_shared<NoExpiry>())
@@ -95,7 +95,7 @@ TEST(CacheResize, ShrinkingAWeightedCacheEvictsByWeight) {
   Removals removals;
   auto cache = StringCache::builder()
                    .max_capacity(1000)
-                   .weigher([](const int&, const std::string& v) { return static_cast<uint32_t>(v.size()); })
+                   .weigher(test_support::value_length)
                    .eviction_listener(removals.listener())
                    .build();
   for (int k = 0; k < 100; ++k) cache.insert(k, std::string(10, 'x'));
@@ -146,7 +146,7 @@ TEST(CacheResize, AWriteHeavierThanTheNewBoundIsReportedForSizeAndNotKept) {
   Removals removals;
   auto cache = StringCache::builder()
                    .max_capacity(100)
-                   .weigher([](const int&, const std::string& v) { return static_cast<uint32_t>(v.size()); })
+                   .weigher(test_support::value_length)
                    .eviction_listener(removals.listener())
                    .build();
   cache.insert(1, std::string(50, 'a'));

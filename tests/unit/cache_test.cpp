@@ -148,7 +148,7 @@ TEST(CacheSize, SingleThreadedWritesNeverOvershoot) {
 TEST(CacheSize, SingleThreadedUpdatesThatAddWeightNeverOvershoot) {
   auto cache = StringCache::builder()
                    .max_capacity(10)
-                   .weigher([](const int&, const std::string& v) { return static_cast<uint32_t>(v.size()); })
+                   .weigher(test_support::value_length)
                    .build();
   for (int i = 0; i < 10; ++i) cache.insert(i, "a");
   for (int i = 0; i < 10; ++i) {
@@ -176,7 +176,7 @@ TEST(CacheSize, CapacityZeroKeepsNothingAndReportsSizeOnce) {
 TEST(CacheSize, WeigherBoundsTotalWeight) {
   auto cache = StringCache::builder()
                    .max_capacity(100)
-                   .weigher([](const int&, const std::string& v) { return static_cast<uint32_t>(v.size()); })
+                   .weigher(test_support::value_length)
                    .build();
   for (int i = 0; i < 50; ++i) cache.insert(i, std::string(10, 'x'));
   cache.run_pending_tasks();
@@ -188,7 +188,7 @@ TEST(CacheSize, EntryHeavierThanCapacityIsNeverKept) {
   Removals removals;
   auto cache = StringCache::builder()
                    .max_capacity(5)
-                   .weigher([](const int&, const std::string& v) { return static_cast<uint32_t>(v.size()); })
+                   .weigher(test_support::value_length)
                    .eviction_listener(removals.listener())
                    .build();
   cache.insert(1, "ok");

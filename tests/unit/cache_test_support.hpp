@@ -1,7 +1,8 @@
-// What the Cache's unit tests share: a listener that records its calls.
+// What the Cache's unit tests share: a listener that records its calls, a weigher.
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <string>
 #include <tuple>
@@ -23,5 +24,8 @@ struct Removals {
     return n;
   }
 };
+
+// A weigher: an entry weighs its value's length.
+inline uint32_t value_length(const int&, const std::string& v) { return static_cast<uint32_t>(v.size()); }
 
 }  // namespace streamcache::test_support
