@@ -67,8 +67,8 @@ class CacheBuilder {
   /// operation returns; evictions and expirations by whichever thread runs maintenance,
   /// right after it released the maintenance lock. Exceptions it throws are swallowed:
   /// the cache and the other notifications are unaffected. It must not wait for a thread
-  /// inside run_pending_tasks(), which waits for this delivery: for instance by joining a
-  /// get_with() whose loader calls run_pending_tasks().
+  /// inside run_pending_tasks() or set_max_capacity(), which wait for this delivery: for
+  /// instance by joining a get_with() whose loader calls run_pending_tasks().
   CacheBuilder& eviction_listener(std::function<void(const K&, const V&, RemovalCause)> l) {
     config_.listener = std::move(l);
     return *this;
@@ -247,7 +247,8 @@ class Cache {
   /// notification for an operation completed before the call has been delivered. A no-op
   /// when called from the eviction listener during maintenance's delivery: that
   /// maintenance applies what the listener did once the delivery is over. (A listener
-  /// must therefore not wait for a thread that is inside run_pending_tasks().)
+  /// must therefore not wait for a thread that is inside run_pending_tasks(), or inside
+  /// set_max_capacity(), which runs it.)
   void run_pending_tasks() { core_->run_pending_tasks(); }
 
   CacheStats stats() const { return core_->stats(); }
@@ -267,13 +268,16 @@ class Cache {
   }
 
   /// Changes the bound at run time (Caffeine's `policy().eviction().setMaximum()`): entries,
-  /// or total weight with a weigher; 0 keeps nothing, UINT64_MAX is unbounded; any cache may
-  /// be resized, one built unbounded too. Shrinking evicts the excess (kSize) as the policy
-  /// chooses: when the call returns, what was written before it is within the new bound and
-  /// the notifications are delivered (as run_pending_tasks() does, and with its exception:
-  /// called from a listener during maintenance's delivery, the excess goes at the next
-  /// maintenance). Writes made while it runs are bounded as usual (see the class comment).
-  /// The admission window keeps the share of the cache it has adapted to.
+  /// or total weight with a weigher; UINT64_MAX is unbounded; any cache may be resized, one
+  /// built unbounded too. 0 refuses every later write (kSize) and evicts every entry but
+  /// those of weight 0, which size eviction never takes. Shrinking evicts the excess (kSize)
+  /// as the policy chooses: when the call returns, what was written before it is within the
+  /// new bound and the notifications are delivered, as after run_pending_tasks() (and so a
+  /// listener must not wait for a thread inside set_max_capacity() either). Called from a
+  /// listener during maintenance's delivery, the bound changes at once and that maintenance
+  /// evicts the excess once its delivery is over. Writes made while it runs are bounded as
+  /// usual (see the class comment). The admission window keeps the share of the cache the
+  /// policy's adaptation has given it.
   void set_max_capacity(uint64_t n) { core_->set_max_weight(n); }
 
  private:

@@ -172,26 +172,68 @@ TEST(CacheResize, AnUnboundedCacheCanBeBoundedAndUnboundedAgain) {
   EXPECT_EQ(cache.entry_count(), 500u);
 }
 
-TEST(CacheResize, FromAListenerDuringMaintenanceTheExcessGoesAtTheNextMaintenance) {
-  // The listener is delivered by maintenance (a kSize eviction), where run_pending_tasks()
-  // does nothing: the bound changes at once, the eviction waits; nothing deadlocks.
+// A listener that resizes on its first kSize notification, which maintenance delivers.
+struct ResizingListener {
   std::unique_ptr<Cache<int, int>> cache;
+  uint64_t to = 0;
   bool resized = false;
-  cache = std::make_unique<Cache<int, int>>(Cache<int, int>::builder()
-                                                .max_capacity(10)
-                                                .eviction_listener([&](const int&, const int&, RemovalCause cause) {
-                                                  if (cause == RemovalCause::kSize && !resized) {
-                                                    resized = true;
-                                                    cache->set_max_capacity(5);
-                                                  }
-                                                })
-                                                .build());
-  for (int k = 0; k < 11; ++k) cache->insert(k, k);
-  cache->run_pending_tasks();
-  EXPECT_TRUE(resized);
-  EXPECT_EQ(cache->policy().max_capacity, 5u);
-  cache->run_pending_tasks();
-  EXPECT_EQ(cache->entry_count(), 5u);
+  explicit ResizingListener(uint64_t capacity, uint64_t resize_to) : to(resize_to) {
+    cache = std::make_unique<Cache<int, int>>(Cache<int, int>::builder()
+                                                  .max_capacity(capacity)
+                                                  .eviction_listener([this](const int&, const int&, RemovalCause cause) {
+                                                    if (cause == RemovalCause::kSize && !resized) {
+                                                      resized = true;
+                                                      cache->set_max_capacity(to);
+                                                    }
+                                                  })
+                                                  .build());
+  }
+};
+
+TEST(CacheResize, FromAListenerDuringMaintenanceTheDeliveringMaintenanceEvictsTheExcess) {
+  // The listener is delivered by the maintenance of the 11th insert, where
+  // run_pending_tasks() does nothing: that maintenance evicts down to 5 once its delivery is
+  // over, before the insert returns (a single thread never sees the bound exceeded).
+  ResizingListener r(10, 5);
+  for (int k = 0; k < 11; ++k) r.cache->insert(k, k);
+  EXPECT_TRUE(r.resized);
+  EXPECT_EQ(r.cache->policy().max_capacity, 5u);
+  EXPECT_EQ(r.cache->entry_count(), 5u);
+}
+
+TEST(CacheResize, FromAListenerOfItsOwnDeliveryTheOuterCallReturnsWithinTheInnerBound) {
+  ResizingListener r(100, 5);
+  for (int k = 0; k < 100; ++k) r.cache->insert(k, k);
+  r.cache->set_max_capacity(50);  // its delivery's first kSize resizes to 5
+  EXPECT_TRUE(r.resized);
+  EXPECT_EQ(r.cache->policy().max_capacity, 5u);
+  EXPECT_EQ(r.cache->entry_count(), 5u);
+}
+
+TEST(CacheResize, GrowingFromZeroKeepsWhatIsWrittenAfter) {
+  auto cache = Cache<int, int>::builder().max_capacity(0).build();
+  cache.set_max_capacity(3);
+  cache.insert(1, 1);
+  EXPECT_EQ(cache.get(1), 1);
+}
+
+TEST(CacheResize, GrowingAWeightedCacheKeepsAnEntryHeavierThanTheOldBound) {
+  auto cache = StringCache::builder().max_capacity(10).weigher(test_support::value_length).build();
+  cache.set_max_capacity(100);
+  cache.insert(1, std::string(50, 'x'));
+  EXPECT_TRUE(cache.get(1).has_value());
+}
+
+TEST(CacheResize, ZeroKeepsEntriesOfWeightZero) {
+  // Size eviction never takes an entry of weight 0; a bound of 0 refuses new ones.
+  auto cache = StringCache::builder().max_capacity(10).weigher(test_support::value_length).build();
+  cache.insert(1, "");
+  cache.insert(2, "abc");
+  cache.set_max_capacity(0);
+  EXPECT_EQ(cache.get(1), "");
+  EXPECT_EQ(cache.get(2), std::nullopt);
+  cache.insert(3, "");
+  EXPECT_EQ(cache.get(3), std::nullopt);
 }
 
 TEST(CacheResize, SettingTheSameBoundChangesNothing) {

@@ -351,6 +351,43 @@ TEST(TinyLfuPolicyResize, TheWindowKeepsTheShareItAdaptedTo) {
   EXPECT_TRUE(sim.policy().check_invariants());
 }
 
+TEST(TinyLfuPolicyResize, ARoundTripThroughATinySizeKeepsTheWindowTheAdaptationChose) {
+  // At 1, 2 or 10 entries the window is 1 entry by rounding, a share the adaptation never
+  // chose: back at 10000 the window is its initial 1% again, not 100%, 50% or 10%.
+  const auto trace = bench::generate_trace("zipf --s 0.9 --n 200000 --length 200000 --seed 5");
+  for (const uint64_t tiny : {1u, 2u, 10u}) {
+    bench::PolicySimulator sim(10000);
+    for (const uint64_t key : trace) sim.access(key);
+    ASSERT_EQ(sim.policy().window_maximum(), 100u) << "the zipf trace keeps the window at 1%";
+    sim.resize(tiny);
+    sim.resize(10000);
+    EXPECT_EQ(sim.policy().window_maximum(), 100u) << "via " << tiny;
+  }
+}
+
+TEST(TinyLfuPolicyResize, TheShadowsRestartEmptyAtTheNewSize) {
+  const auto trace = bench::generate_trace("zipf --s 0.9 --n 200000 --length 300000 --seed 5");
+  bench::PolicySimulator sim(40000);
+  for (size_t i = 0; i < trace.size() / 2; ++i) sim.access(trace[i]);
+  // 40000 entries sampled at 1/32: the shadows hold 1250 each.
+  ASSERT_EQ(sim.policy().shadow_weight(), 40000u / 32);
+  sim.resize(4000);
+  EXPECT_EQ(sim.policy().shadow_weight(), 0u);
+  for (size_t i = trace.size() / 2; i < trace.size(); ++i) sim.access(trace[i]);
+  EXPECT_EQ(sim.policy().shadow_weight(), 1024u) << "at 4000, 1024 per shadow (guard_entries)";
+}
+
+TEST(TinyLfuPolicyResize, ACacheResizedToUnboundedStopsShadowing) {
+  // The shadows would be sized for an unbounded cache: they would keep every sampled key.
+  bench::PolicySimulator sim(1000);
+  for (uint64_t key = 0; key < 5000; ++key) sim.access(key);
+  ASSERT_GT(sim.policy().shadow_weight(), 0u);
+  sim.resize(UINT64_MAX);
+  for (uint64_t key = 100000; key < 300000; ++key) sim.access(key);
+  EXPECT_EQ(sim.policy().shadow_weight(), 0u);
+  EXPECT_EQ(sim.size(), 5000u - 4000u + 200000u);  // keeps the 1000 it had, and every new key
+}
+
 TEST(TinyLfuPolicyResize, ACacheBuiltEmptyAllocatesItsSketchOnceResizedBelowTwiceItsContents) {
   Arena arena;
   TinyLfuPolicy<HookOf> policy(UINT64_MAX, HookOf{&arena});

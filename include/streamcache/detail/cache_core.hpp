@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cassert>
 #include <atomic>
 #include <bit>
 #include <chrono>
@@ -306,18 +307,28 @@ class CacheCore {
   }
 
   /// A new bound. When it returns, what was written before the call is within it (the
-  /// excess evicted, kSize, and its notifications delivered), as after run_pending_tasks();
-  /// inside a listener that maintenance delivers, where run_pending_tasks() does nothing,
-  /// the excess goes at the next maintenance.
+  /// excess evicted, kSize, and its notifications delivered), as after run_pending_tasks().
+  /// Inside a listener that maintenance delivers, where run_pending_tasks() does nothing,
+  /// the delivering maintenance evicts the excess once its delivery is over, as it applies
+  /// what the listener writes.
   void set_max_weight(uint64_t max_weight) {
+    // A user's call: never under our maintenance lock (extensions' hooks, which are,
+    // do not resize).
+    assert(in_maintenance_ != this);
+    const bool run_now = may_run_maintenance();
     {
-      // A user's call: never under our maintenance lock (extensions' hooks, which are,
-      // do not resize).
       WriterLock<Mutex> lock(maintenance_mu_);
       policy_->set_max_weight(max_weight);
       max_weight_.store(max_weight, std::memory_order_relaxed);  // relaxed: see max_weight_
+      if (!run_now) {
+        // A batch's worth of pending work, released by the next pass: the delivering
+        // maintenance's check after its delivery (maintain_and_unlock(),
+        // run_pending_tasks()) then runs that pass instead of returning.
+        pending_units_.fetch_add(kWriteBatch);  // seq_cst: as in after_write()
+        applied_units_ += kWriteBatch;
+      }
     }
-    run_pending_tasks();
+    if (run_now) run_pending_tasks();
   }
 
   const CacheConfig<K, V>& config() const { return config_; }

@@ -83,17 +83,25 @@ class ShadowCache {
   /// Empties the shadow and sizes it. `window_share` 1 = LRU; otherwise a window of that share
   /// in front of an SLRU main space (80% protected) with TinyLFU admission.
   void init(uint64_t capacity, double window_share) {
-    nodes_ = {};  // assigned, not swapped: the lists keep pointing at this vector
-    free_ = {};
-    index_ = {};
-    for (auto& list : lists_) list = IntrusiveList<LinksOf>{LinksOf{&nodes_}};
-    std::fill(std::begin(region_weight_), std::end(region_weight_), 0);
-    weight_ = 0;
+    clear();
     capacity_ = std::max<uint64_t>(capacity, 1);
     window_max_ = window_share >= 1 ? capacity_ : std::max<uint64_t>(1, static_cast<uint64_t>(window_share * static_cast<double>(capacity_)));
     protected_max_ = (capacity_ - window_max_) * 4 / 5;
   }
   bool full() const { return weight_ >= capacity_; }
+  uint64_t weight() const { return weight_; }
+
+  /// Forgets every entry and frees their memory.
+  void clear() {
+    // Assigned new objects, not swapped: the lists keep pointing at this nodes_. (`= {}`
+    // would pick the initializer_list overload, which keeps the old capacity.)
+    nodes_ = std::vector<Node>();
+    free_ = std::vector<NodeId>();
+    index_ = absl::flat_hash_map<uint32_t, NodeId>();
+    for (auto& list : lists_) list = IntrusiveList<LinksOf>{LinksOf{&nodes_}};
+    std::fill(std::begin(region_weight_), std::end(region_weight_), 0);
+    weight_ = 0;
+  }
 
   /// One sampled request; returns whether the shadow hit. `frequency(fp)` -> sketch estimate.
   template <class Frequency>
@@ -248,24 +256,24 @@ class TinyLfuPolicy {
     size_regions(max_weight, tuning_.initial_window);
   }
 
-  /// A new maximum (Caffeine's setMaximum). The window keeps the share of the cache it has
-  /// adapted to (Caffeine starts over from 1%: a workload that needed a large window would
-  /// lose hits until the shadows had learned it again); the adaptation's samples and scores,
-  /// measured at the old size, start over. Nothing is evicted here: the next
-  /// evict_if_needed() brings the weighted size within the new maximum. The sketch is
-  /// allocated if the cache is already half full, as on_insert() does; it never shrinks
-  /// (Caffeine's doesn't either).
+  /// A new maximum (Caffeine's setMaximum). The window keeps the share of the cache the
+  /// adaptation gave it (Caffeine starts over from 1%: a workload that needed a large window
+  /// would lose hits until the shadows had learned it again); the adaptation's samples and
+  /// scores, measured at the old size, start over, and the shadows are emptied (they
+  /// restart at the new size once the cache is half full, as the sketch does). Nothing is
+  /// evicted here: the next evict_if_needed() brings the weighted size within the new
+  /// maximum. The sketch is allocated if the cache is already half full, as on_insert()
+  /// does; it never shrinks (Caffeine's doesn't either).
   void set_max_weight(uint64_t max_weight) {
     if (max_weight == max_weight_) return;
-    const double window_share =
-        max_weight_ == 0 ? 0 : static_cast<double>(window_max_) / static_cast<double>(max_weight_);
-    size_regions(max_weight, window_share);
+    size_regions(max_weight, window_share_);
     hits_in_sample_ = misses_in_sample_ = 0;
     previous_hit_rate_ = 0;
     direction_ = -1;
     adjustment_ = 0;
-    // The shadows hold a sample at the old size: emptied and resized by the next request.
     shadows_ready_ = false;
+    lru_shadow_.clear();
+    lfu_shadow_.clear();
     lru_ = lfu_ = ShadowScore{};
     guard_requests_ = 0;
     if (sketch_.initialized()) {
@@ -373,6 +381,8 @@ class TinyLfuPolicy {
   uint64_t window_maximum() const { return window_max_; }
   uint64_t protected_maximum() const { return protected_max_; }
   const FrequencySketch& sketch() const { return sketch_; }
+  /// The sampled requests' weight each shadow holds (the LRU one's; both hold alike).
+  uint64_t shadow_weight() const { return lru_shadow_.weight(); }
   /// The estimated popularity of a key, 0..15.
   uint32_t frequency(uint64_t hash) const { return sketch_.frequency(hash); }
 
@@ -427,9 +437,10 @@ class TinyLfuPolicy {
 
   /// The regions' maxima for a cache of `max_weight`: the window at `window_share` of it (at
   /// least the initial share, at most all but one unit), rounded up, protected at its share
-  /// of the rest. A window share
-  /// is applied as max - floor((1 - share) * max), which cannot overflow 64 bits.
+  /// of the rest. A share is applied as max - floor((1 - share) * max), which cannot
+  /// overflow 64 bits.
   void size_regions(uint64_t max_weight, double window_share) {
+    window_share_ = window_share;
     max_weight_ = max_weight;
     initial_window_max_ = max_weight - scale(1 - tuning_.initial_window, max_weight);
     window_max_ = std::max(initial_window_max_, max_weight - scale(1 - window_share, max_weight));
@@ -440,8 +451,10 @@ class TinyLfuPolicy {
 
   /// The sketch is allocated once the cache is half full (Caffeine's rule): a cache that never
   /// fills, such as an unbounded one, never pays for it. It is sized by entries, not weight.
+  bool half_full() const { return weighted_size_ >= max_weight_ / 2 + max_weight_ % 2 && max_weight_ > 0; }
+
   void ensure_sketch_once_half_full() {
-    if (weighted_size_ >= max_weight_ / 2 + max_weight_ % 2 && max_weight_ > 0) {
+    if (half_full()) {
       sketch_.ensure_capacity(std::min(max_weight_, std::max<uint64_t>(2 * entry_count_, 1)));
       set_sample_period();
     }
@@ -633,6 +646,9 @@ class TinyLfuPolicy {
   void shadow_request(uint32_t fp, uint32_t weight, bool hit) {
     if (tuning_.guard_margin <= 0 || !sketch_.initialized()) return;
     if (!shadows_ready_) {
+      // Only a cache that is filling up is worth shadowing: sized for a bound it never
+      // nears (one resized to unbounded), a shadow would keep every sampled key forever.
+      if (!half_full()) return;
       // Sampling rate: ~guard_entries entries per shadow, at least kMinSampleRate of the cache.
       const double rate = std::clamp(static_cast<double>(tuning_.guard_entries) /
                                          static_cast<double>(std::max<uint64_t>(max_weight_, 1)),
@@ -768,6 +784,7 @@ class TinyLfuPolicy {
     protected_max_ += std::min(quota, from_protected);
     window_max_ -= quota;
     adjustment_ = static_cast<int64_t>(quota);
+    note_window_share();
   }
 
   /// Shrinks the window by up to -adjustment_ (keeping at least 1), moving its LRU entries into
@@ -790,6 +807,15 @@ class TinyLfuPolicy {
     window_max_ += quota;
     protected_max_ = std::min(protected_max_, max_weight_ - window_max_);
     adjustment_ = -static_cast<int64_t>(quota);
+    note_window_share();
+  }
+
+  /// What a resize keeps (set_max_weight()): the share the adaptation has moved the window
+  /// to. Recorded only here, so that the rounding of a small size (a window of 1 in a cache
+  /// of 2) is never carried to a larger one.
+  void note_window_share() {
+    window_share_ = max_weight_ == 0 ? tuning_.initial_window
+                                     : static_cast<double>(window_max_) / static_cast<double>(max_weight_);
   }
 
   TinyLfuTuning tuning_;
@@ -800,6 +826,7 @@ class TinyLfuPolicy {
   FrequencySketch sketch_;
 
   uint64_t max_weight_ = 0;
+  double window_share_ = 0;  // see note_window_share()
   uint64_t window_max_ = 0;
   uint64_t initial_window_max_ = 0;
   uint64_t protected_max_ = 0;
