@@ -275,7 +275,8 @@ class Cache {
   /// new bound and the notifications are delivered, as after run_pending_tasks() (and so a
   /// listener must not wait for a thread inside set_max_capacity() either). Called from a
   /// listener during maintenance's delivery, the bound changes at once and that maintenance
-  /// evicts the excess once its delivery is over. Writes made while it runs are bounded as
+  /// evicts the excess once its delivery is over (within its limit of passes: a listener
+  /// that shrinks the bound again at every delivery leaves the last excess for later). Writes made while it runs are bounded as
   /// usual (see the class comment). The admission window keeps the share of the cache the
   /// policy's adaptation has given it.
   void set_max_capacity(uint64_t n) { core_->set_max_weight(n); }

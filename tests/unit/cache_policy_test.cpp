@@ -2,6 +2,7 @@
 // and what changing the bound at run time does to the entries, the listener and new writes.
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <limits>
@@ -193,7 +194,7 @@ struct ResizingListener {
 TEST(CacheResize, FromAListenerDuringMaintenanceTheDeliveringMaintenanceEvictsTheExcess) {
   // The listener is delivered by the maintenance of the 11th insert, where
   // run_pending_tasks() does nothing: that maintenance evicts down to 5 once its delivery is
-  // over, before the insert returns (a single thread never sees the bound exceeded).
+  // over, before the insert returns.
   ResizingListener r(10, 5);
   for (int k = 0; k < 11; ++k) r.cache->insert(k, k);
   EXPECT_TRUE(r.resized);
@@ -208,6 +209,36 @@ TEST(CacheResize, FromAListenerOfItsOwnDeliveryTheOuterCallReturnsWithinTheInner
   EXPECT_TRUE(r.resized);
   EXPECT_EQ(r.cache->policy().max_capacity, 5u);
   EXPECT_EQ(r.cache->entry_count(), 5u);
+}
+
+TEST(CacheResize, AListenerOfASecondCacheMayResizeTheFirstWhileTheFirstDelivers) {
+  // a's maintenance delivers to a's listener, which writes b; b's maintenance delivers to
+  // b's listener, which resizes a. a is still delivering (further down this thread's
+  // stack): the resize must not wait for that delivery, which waits for it.
+  using IntCache = Cache<int, int>;
+  struct Pair {
+    std::optional<IntCache> a, b;
+    std::atomic<bool> b_resized_a{false}, a_wrote_b{false};
+  };
+  auto pair = std::make_shared<Pair>();  // leaked with the stuck thread on a deadlock
+  pair->b.emplace(IntCache::builder()
+                      .max_capacity(2)
+                      .eviction_listener([raw = pair.get()](const int&, const int&, RemovalCause cause) {
+                        if (cause == RemovalCause::kSize && !raw->b_resized_a.exchange(true)) raw->a->set_max_capacity(3);
+                      })
+                      .build());
+  pair->a.emplace(IntCache::builder()
+                      .max_capacity(10)
+                      .eviction_listener([raw = pair.get()](const int&, const int&, RemovalCause cause) {
+                        if (cause != RemovalCause::kSize || raw->a_wrote_b.exchange(true)) return;
+                        for (int k = 0; k < 3; ++k) raw->b->insert(k, k);
+                      })
+                      .build());
+  ASSERT_TRUE(test_support::finishes_within(seconds(5), [pair] {
+    for (int k = 0; k < 11; ++k) pair->a->insert(k, k);
+  })) << "deadlock: b's listener waited in a.set_max_capacity() for a's own delivery";
+  EXPECT_TRUE(pair->b_resized_a.load());
+  EXPECT_EQ(pair->a->entry_count(), 3u);
 }
 
 TEST(CacheResize, GrowingFromZeroKeepsWhatIsWrittenAfter) {

@@ -686,20 +686,8 @@ TEST(Cache, WorksWithAWeakUserHash) {
 
 // ---- Regressions: re-entrant listeners, throwing value types, races on the clock ---------
 
-// Runs `scenario` on a thread of its own and waits at most `timeout` for it: a deadlock then
-// fails the test instead of hanging the suite. On a timeout the thread stays blocked,
-// detached, with whatever it holds: `scenario` must own (share) everything it touches.
-bool finishes_within(std::chrono::seconds timeout, std::function<void()> scenario) {
-  auto done = std::make_shared<std::promise<void>>();
-  std::future<void> finished = done->get_future();
-  std::thread([done, scenario = std::move(scenario)] {
-    scenario();
-    done->set_value();
-  }).detach();
-  return finished.wait_for(timeout) == std::future_status::ready;
-}
-
 using IntCache = Cache<int, int>;
+using test_support::finishes_within;
 
 TEST(CacheListener, ListenerThatWritesToAnotherCacheOfTheSameTypeMayThenCallRunPendingTasks) {
   // A two-level cache: L1's evictions go to L2, whose maintenance then runs on the thread
@@ -726,6 +714,37 @@ TEST(CacheListener, ListenerThatWritesToAnotherCacheOfTheSameTypeMayThenCallRunP
   })) << "deadlock: L1's listener used L2, then L1.run_pending_tasks() never returned";
   EXPECT_EQ(levels->demoted.load(), 3);
   for (int k = 0; k < 3; ++k) EXPECT_EQ(levels->l2->get(k), k) << k;
+}
+
+TEST(CacheListener, ListenerOfASecondCacheMayCallRunPendingTasksOfTheFirstWhileTheFirstDelivers) {
+  // L1's listener writes to L2, whose maintenance delivers to L2's listener on this thread;
+  // that one calls L1.run_pending_tasks(). L1 is still delivering further down the stack:
+  // the call must be a no-op, not a wait for the delivery it is part of.
+  struct Levels {
+    std::optional<IntCache> l1, l2;
+    std::atomic<int> called_back{0};
+  };
+  auto levels = std::make_shared<Levels>();  // leaked with the stuck thread on a deadlock
+  levels->l2.emplace(IntCache::builder()
+                         .max_capacity(1)
+                         .eviction_listener([raw = levels.get()](const int&, const int&, RemovalCause c) {
+                           if (c != RemovalCause::kSize) return;
+                           raw->l1->run_pending_tasks();
+                           ++raw->called_back;
+                         })
+                         .build());
+  levels->l1.emplace(IntCache::builder()
+                         .max_capacity(1)
+                         .eviction_listener([raw = levels.get()](const int& k, const int& v, RemovalCause c) {
+                           if (c == RemovalCause::kSize) raw->l2->insert(k, v);
+                         })
+                         .build());
+  ASSERT_TRUE(finishes_within(seconds(5), [levels] {
+    for (int k = 0; k < 4; ++k) levels->l1->insert(k, k);
+    levels->l1->run_pending_tasks();
+    levels->l2->run_pending_tasks();
+  })) << "deadlock: L2's listener waited in L1.run_pending_tasks() for L1's own delivery";
+  EXPECT_GT(levels->called_back.load(), 0);
 }
 
 TEST(CacheListener, ListenerJoiningALoadWhoseLoaderWritesManyKeysDoesNotDeadlock) {

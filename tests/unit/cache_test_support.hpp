@@ -1,10 +1,15 @@
-// What the Cache's unit tests share: a listener that records its calls, a weigher.
+// What the Cache's unit tests share: a listener that records its calls, a weigher, a
+// deadlock detector.
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <future>
+#include <memory>
 #include <string>
+#include <thread>
 #include <tuple>
 #include <vector>
 
@@ -27,5 +32,18 @@ struct Removals {
 
 // A weigher: an entry weighs its value's length.
 inline uint32_t value_length(const int&, const std::string& v) { return static_cast<uint32_t>(v.size()); }
+
+// Runs `scenario` on a thread of its own and waits at most `timeout` for it: a deadlock then
+// fails the test instead of hanging the suite. On a timeout the thread stays blocked,
+// detached, with whatever it holds: `scenario` must own (share) everything it touches.
+inline bool finishes_within(std::chrono::seconds timeout, std::function<void()> scenario) {
+  auto done = std::make_shared<std::promise<void>>();
+  std::future<void> finished = done->get_future();
+  std::thread([done, scenario = std::move(scenario)] {
+    scenario();
+    done->set_value();
+  }).detach();
+  return finished.wait_for(timeout) == std::future_status::ready;
+}
 
 }  // namespace streamcache::test_support

@@ -365,6 +365,28 @@ TEST(TinyLfuPolicyResize, ARoundTripThroughATinySizeKeepsTheWindowTheAdaptationC
   }
 }
 
+TEST(TinyLfuPolicyResize, AWindowAdaptedBackToItsLowestAtATinySizeComesBackAtTheInitialShare) {
+  // At 10 entries the guard grows the window on a recency phase, then shrinks it back to
+  // 1 entry on a loop a little larger than the cache: 1 of 10 is the rounded-up 1%, so back
+  // at 10000 the window is 100, not 1000.
+  bench::PolicySimulator sim(10000);
+  sim.resize(10);
+  uint64_t grown = 0;
+  for (uint64_t i = 0; i < 200000; ++i) {  // key i at i, i + 3 and i + 6
+    sim.access(i);
+    if (i >= 3) sim.access(i - 3);
+    if (i >= 6) sim.access(i - 6);
+    grown = std::max(grown, sim.policy().window_maximum());
+  }
+  ASSERT_GT(grown, 1u) << "the recency phase must grow the window";
+  for (int round = 0; round < 20000; ++round) {
+    for (uint64_t k = 0; k < 13; ++k) sim.access(1000000 + k);
+  }
+  ASSERT_EQ(sim.policy().window_maximum(), 1u) << "the loop must shrink it back";
+  sim.resize(10000);
+  EXPECT_EQ(sim.policy().window_maximum(), 100u);
+}
+
 TEST(TinyLfuPolicyResize, TheShadowsRestartEmptyAtTheNewSize) {
   const auto trace = bench::generate_trace("zipf --s 0.9 --n 200000 --length 300000 --seed 5");
   bench::PolicySimulator sim(40000);

@@ -310,17 +310,19 @@ class CacheCore {
   /// excess evicted, kSize, and its notifications delivered), as after run_pending_tasks().
   /// Inside a listener that maintenance delivers, where run_pending_tasks() does nothing,
   /// the delivering maintenance evicts the excess once its delivery is over, as it applies
-  /// what the listener writes.
+  /// what the listener writes, within its pass limit (a listener that shrinks the bound
+  /// again in every pass's delivery leaves the last excess to a later maintenance).
   void set_max_weight(uint64_t max_weight) {
     // A user's call: never under our maintenance lock (extensions' hooks, which are,
     // do not resize).
-    assert(in_maintenance_ != this);
+    assert(!ThreadMark::in(in_maintenance_, this));
     const bool run_now = may_run_maintenance();
     {
       WriterLock<Mutex> lock(maintenance_mu_);
+      const bool shrinks = max_weight < policy_->max_weight();
       policy_->set_max_weight(max_weight);
       max_weight_.store(max_weight, std::memory_order_relaxed);  // relaxed: see max_weight_
-      if (!run_now) {
+      if (!run_now && shrinks) {
         // A batch's worth of pending work, released by the next pass: the delivering
         // maintenance's check after its delivery (maintain_and_unlock(),
         // run_pending_tasks()) then runs that pass instead of returning.
@@ -1035,7 +1037,7 @@ class CacheCore {
   /// shortens the time left), and the entry is removed by the first maintenance after
   /// its new deadline. A stale id only reschedules its next occupant to its own deadline.
   void reschedule_now(NodeId id) {
-    if (in_maintenance_ == this) {  // called under maintenance: this thread holds the lock
+    if (ThreadMark::in(in_maintenance_, this)) {  // called under maintenance: this thread holds the lock
       maintenance_mu_.assert_held();
       reschedule_if_scheduled(id);
       return;
@@ -1573,7 +1575,9 @@ class CacheCore {
   /// (delivering_: the delivering maintenance drains what a listener logs, and running
   /// maintenance from inside a listener could recurse without bound). Called only on slow
   /// paths (a write's after_write(), a read that filled a stripe).
-  bool may_run_maintenance() const { return in_maintenance_ != this && delivering_ != this; }
+  bool may_run_maintenance() const {
+    return !ThreadMark::in(in_maintenance_, this) && !ThreadMark::in(delivering_, this);
+  }
 
   void maintain_and_unlock() ABSL_UNLOCK_FUNCTION(maintenance_mu_) {
     for (int round = 0;; ++round) {
@@ -1597,9 +1601,9 @@ class CacheCore {
   /// One maintenance pass. The notifications for what it evicted or expired are appended
   /// to `out`, for the caller to deliver once it released the lock.
   void maintain_locked(Notifications& out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(maintenance_mu_) {
-    // in_maintenance_ means "this thread holds maintenance_mu_" (reschedule_now() relies on
-    // it). Restored, not cleared: should code under our lock (an extension's hook) use
-    // another cache of this type, the end of that one's maintenance must not erase ours.
+    // A mark in in_maintenance_ means "this thread holds maintenance_mu_" (reschedule_now()
+    // relies on it); code under our lock (an extension's hook) may use another cache of this
+    // type, whose mark stacks on ours (see ThreadMark).
     const ThreadMark mark(in_maintenance_, this);
     drain_reads();
     drain_writes();
@@ -1617,24 +1621,32 @@ class CacheCore {
     weighted_size_.store(policy_->weighted_size(), std::memory_order_relaxed);
   }
 
-  /// Sets a per-thread mark (in_maintenance_, delivering_) for a scope and restores the
-  /// previous value, not null, at its end: marks nest across caches of the same type.
+  /// Marks this thread as inside a scope of a cache (holding its maintenance lock, or
+  /// delivering its maintenance's notifications) for the mark's lifetime. The marks of one
+  /// kind form a per-thread stack, since scopes nest across caches of the same type (a
+  /// listener of A writes to B, whose listener calls A), and in() looks through all of it:
+  /// A is still delivering while B's listener runs.
   class ThreadMark {
    public:
-    ThreadMark(const CacheCore*& mark, const CacheCore* self) : mark_(mark), outer_(mark) { mark_ = self; }
-    ~ThreadMark() { mark_ = outer_; }
+    ThreadMark(const ThreadMark*& top, const CacheCore* cache) : top_(top), outer_(top), cache_(cache) { top_ = this; }
+    ~ThreadMark() { top_ = outer_; }
     ThreadMark(const ThreadMark&) = delete;
     ThreadMark& operator=(const ThreadMark&) = delete;
 
+    /// Whether `cache` has a mark on the stack that starts at `top`.
+    static bool in(const ThreadMark* top, const CacheCore* cache) {
+      for (const ThreadMark* m = top; m != nullptr; m = m->outer_) {
+        if (m->cache_ == cache) return true;
+      }
+      return false;
+    }
+
    private:
-    const CacheCore*& mark_;
-    const CacheCore* const outer_;
+    const ThreadMark*& top_;
+    const ThreadMark* const outer_;
+    const CacheCore* const cache_;
   };
 
-  /// Delivers what maintenance collected, without its lock, marking this thread as
-  /// delivering for this cache (see may_run_maintenance()). The previous mark is restored,
-  /// not cleared: a listener of ours may make another cache of this type deliver, and our
-  /// mark must survive that.
   /// Numbers this pass's delivery, if it has notifications, so that run_pending_tasks()
   /// can wait for it (0: nothing to wait for).
   uint64_t begin_delivery_locked(const Notifications& out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(maintenance_mu_) {
@@ -1643,6 +1655,9 @@ class CacheCore {
     return deliveries_.begin(ticket) ? ticket : 0;
   }
 
+  /// Delivers what maintenance collected, without its lock, marking this thread as
+  /// delivering for this cache (see may_run_maintenance()). A listener of ours may make
+  /// another cache of this type deliver: its mark stacks on ours (see ThreadMark).
   void deliver_from_maintenance(Notifications& out, uint64_t ticket) {
     if (out.empty()) return;
     {
@@ -1856,12 +1871,13 @@ class CacheCore {
   uint64_t passes_ ABSL_GUARDED_BY(maintenance_mu_) = 0;  // maintenance passes that had notifications
   DeliveryTracker deliveries_;
 
-  // The cache whose maintenance lock this thread holds (innermost), so that code running
-  // under it that calls back into that cache does not take the lock again.
-  static inline thread_local const CacheCore* in_maintenance_ = nullptr;
-  // The cache whose maintenance's notifications this thread is delivering (innermost), so
-  // that a listener calling back into that cache does not recurse into its maintenance.
-  static inline thread_local const CacheCore* delivering_ = nullptr;
+  // The caches whose maintenance lock this thread holds, so that code running under it
+  // that calls back into such a cache does not take the lock again.
+  static inline thread_local const ThreadMark* in_maintenance_ = nullptr;
+  // The caches whose maintenance's notifications this thread is delivering, so that a
+  // listener calling back into such a cache does not recurse into its maintenance (nor
+  // wait, in run_pending_tasks(), for the delivery it is part of).
+  static inline thread_local const ThreadMark* delivering_ = nullptr;
   // Hits this thread did not record (see applied_this_epoch()), for get()'s maintenance trigger.
   static inline thread_local uint32_t skipped_reads_ = 0;
 };

@@ -811,11 +811,13 @@ class TinyLfuPolicy {
   }
 
   /// What a resize keeps (set_max_weight()): the share the adaptation has moved the window
-  /// to. Recorded only here, so that the rounding of a small size (a window of 1 in a cache
-  /// of 2) is never carried to a larger one.
+  /// to, counted from the initial window, so that the rounding of a small size (a window of
+  /// 1 in a cache of 10 is the rounded-up 1%, not 10%) is never carried to a larger one.
   void note_window_share() {
-    window_share_ = max_weight_ == 0 ? tuning_.initial_window
-                                     : static_cast<double>(window_max_) / static_cast<double>(max_weight_);
+    window_share_ = tuning_.initial_window;
+    if (max_weight_ != 0 && window_max_ > initial_window_max_) {
+      window_share_ += static_cast<double>(window_max_ - initial_window_max_) / static_cast<double>(max_weight_);
+    }
   }
 
   TinyLfuTuning tuning_;
