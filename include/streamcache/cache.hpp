@@ -270,22 +270,24 @@ class Cache {
   /// Changes the bound at run time (Caffeine's `policy().eviction().setMaximum()`): entries,
   /// or total weight with a weigher; UINT64_MAX is unbounded; any cache may be resized, one
   /// built unbounded too. 0 refuses every later write (kSize) and evicts every entry but
-  /// those of weight 0, which size eviction never takes. Shrinking evicts the excess (kSize)
-  /// as the policy chooses: when the call returns, what was written before it is within the
-  /// new bound and the notifications are delivered, as after run_pending_tasks() (and so a
-  /// listener must not wait for a thread inside set_max_capacity() either). Called from a
-  /// listener during maintenance's delivery, the bound changes at once and that maintenance
-  /// evicts the excess once its delivery is over (within its limit of passes: a listener
-  /// that shrinks the bound again at every delivery leaves the last excess for later). Writes made while it runs are bounded as
-  /// usual (see the class comment). The admission window keeps the share of the cache the
-  /// policy's adaptation has given it. Memory: evicted keys and values are destroyed (what
-  /// they own is freed), but the nodes that held them and the hash tables stay at the
-  /// largest count they reached, reused and never returned: sizeof(K) + sizeof(V) plus
-  /// about 60 bytes per entry of that peak.
+  /// those of weight 0, which size eviction never takes.
+  ///
+  /// Shrinking evicts the excess (kSize) as the policy chooses: when the call returns, what
+  /// was written before it is within the new bound and the notifications are delivered, as
+  /// after run_pending_tasks() (so a listener must not wait for a thread inside this call
+  /// either). Called from a listener during maintenance's delivery, the bound changes at once
+  /// and that maintenance evicts the excess once its delivery is over (within its limit of
+  /// passes: a listener that shrinks the bound again at every delivery leaves the last
+  /// excess for later). Writes made while it runs are bounded as usual (see the class
+  /// comment). The admission window keeps the share of the cache the policy's adaptation
+  /// has given it.
+  ///
+  /// Memory: evicted keys and values are destroyed (what they own is freed), but the nodes
+  /// that held them and the hash tables stay at the largest count they reached, reused and
+  /// never returned: sizeof(K) + sizeof(V) plus about 60 bytes per entry of that peak.
   void set_max_capacity(uint64_t n) { core_->set_max_weight(n); }
 
  private:
-
   friend class CacheBuilder<K, V, Hash, Eq>;
   explicit Cache(const detail::CacheConfig<K, V>& config) : core_(std::make_unique<Core>(config)) {}
 

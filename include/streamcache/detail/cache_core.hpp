@@ -7,9 +7,9 @@
 
 #include <algorithm>
 #include <array>
-#include <cassert>
 #include <atomic>
 #include <bit>
+#include <cassert>
 #include <chrono>
 #include <cstdint>
 #include <exception>
