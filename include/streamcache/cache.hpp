@@ -6,10 +6,13 @@
 
 #include <cstdint>
 #include <functional>
+#include <initializer_list>
 #include <memory>
 #include <optional>
+#include <span>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 #include "streamcache/cache_types.hpp"
 #include "streamcache/clock.hpp"
@@ -177,6 +180,34 @@ class Cache {
     if (hit) return hit;
     if (flight->error) std::rethrow_exception(flight->error);
     return flight->value;
+  }
+
+  /// The values of `keys`, in their order, the missing ones loaded in one call
+  /// (Caffeine's getAll() with a bulk loader, for a loader that fetches many keys at once
+  /// more cheaply than one at a time). `load_all(std::span<const K> missing)` gets the
+  /// keys that are neither cached nor being loaded already, and returns (key, value)
+  /// pairs: a std::vector<std::pair<K, V>>, a map, or any range of pairs. Their values
+  /// are cached and returned. A key it leaves out is nullopt and nothing is cached for it
+  /// (as with optionally_get_with). A pair for a key it was not asked for is cached too.
+  /// Single-flight with optionally_get_with() and other get_all() calls: a key one of
+  /// them is loading is waited for, not loaded again, and is not passed to `load_all`.
+  /// This call waits only after its own loads ended, so bulk loads of overlapping keys
+  /// never wait for each other in a cycle. If `load_all` throws, every caller waiting
+  /// for one of its keys gets the exception, nothing it returned is cached, and the
+  /// exception propagates. Otherwise a key whose load failed (the weigher threw, say)
+  /// makes the call throw that failure, the first in `keys` order, after everything
+  /// else was cached. `load_all` runs outside any lock and may use the cache for other
+  /// keys, but must not load one it was given (that would wait for itself).
+  /// Statistics: a hit or a miss per key, and a load success or failure per key loaded.
+  template <class F>
+  std::vector<std::optional<V>> get_all(std::span<const K> keys, F&& load_all) {
+    return core_->load_all(keys, std::forward<F>(load_all));
+  }
+
+  /// get_all() for a braced list of keys: `cache.get_all({1, 2, 3}, load)`.
+  template <class F>
+  std::vector<std::optional<V>> get_all(std::initializer_list<K> keys, F&& load_all) {
+    return core_->load_all(std::span<const K>(keys.begin(), keys.size()), std::forward<F>(load_all));
   }
 
   /// Atomically reads and changes one key (Caffeine's compute(), Moka's

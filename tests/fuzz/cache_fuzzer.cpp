@@ -32,8 +32,10 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <span>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "cache_model.hpp"
@@ -220,7 +222,8 @@ class Fuzz {
     begin_step();
     const uint8_t op = in_.byte();
     switch (op % 20) {
-      case 0: case 1: case 2: case 3: do_insert(next_key()); break;
+      case 0: case 1: case 2: do_insert(next_key()); break;
+      case 3: do_get_all(); break;
       case 4: do_compute(); break;
       case 5: case 6: case 7: do_get(next_key()); break;
       case 8: do_set_max_capacity(); break;
@@ -324,6 +327,84 @@ class Fuzz {
       return value_name(vid);
     });
     after_load(k, vid, ran, /*failed=*/!got, mode == 0, got);
+  }
+
+  // get_all() of 1-4 keys (repeats allowed). The loader, mode 0, throws; mode 1 leaves
+  // out its even keys; mode 3 adds a pair for a key it was not given, if that key is not
+  // live either. (A live one could be evicted by the call's own writes and then written
+  // afresh within the step, which the step's reconciliation cannot tell from a
+  // replacement.)
+  void do_get_all() {
+    const size_t n = 1 + in_.byte() % 4;
+    std::vector<int> ks;
+    std::vector<Key> names;
+    for (size_t i = 0; i < n; ++i) {
+      ks.push_back(next_key());
+      names.push_back(key_name(ks.back()));
+    }
+    const int mode = in_.byte() % 4;
+    const int extra = next_key();
+    const bool extra_is_dead = !model_->peek(extra);
+    std::string what = "get_all(";
+    for (int k : ks) what += "k" + std::to_string(k) + " ";
+    describe(what + (mode == 0 ? "throws)" : mode == 1 ? "leaves out even keys)" : mode == 3 ? "with extra k" + std::to_string(extra) + ")" : "loads)"));
+    std::optional<std::vector<int>> asked;
+    std::vector<std::pair<int, uint32_t>> returned;  // in the order the loader returned them
+    bool threw = false;
+    std::vector<std::optional<Value>> got;
+    try {
+      got = cache_->get_all(std::span<const Key>(names), [&](std::span<const Key> missing) {
+        asked.emplace();
+        for (const Key& m : missing) asked->push_back(parse_key(m));
+        if (mode == 0) throw LoaderError();
+        std::vector<std::pair<Key, Value>> out;
+        const auto give = [&](int k) {
+          returned.emplace_back(k, next_vid_);
+          out.emplace_back(key_name(k), value_name(next_vid_++));
+        };
+        for (int k : *asked) {
+          if (mode != 1 || k % 2 != 0) give(k);
+        }
+        if (mode == 3 && extra_is_dead && std::find(asked->begin(), asked->end(), extra) == asked->end()) give(extra);
+        return out;
+      });
+    } catch (const LoaderError&) {
+      threw = true;
+    }
+    // The model: every key's lookup in order; the first miss of each key is loaded.
+    std::vector<std::optional<uint32_t>> want(n);
+    std::vector<int> to_load;
+    for (size_t i = 0; i < n; ++i) {
+      want[i] = model_->get(ks[i]);
+      if (!want[i] && std::find(to_load.begin(), to_load.end(), ks[i]) == to_load.end()) to_load.push_back(ks[i]);
+    }
+    FUZZ_CHECK(asked.has_value() == !to_load.empty(),
+               [] { return std::string("get_all called its loader although every key was cached, or the reverse"); });
+    FUZZ_CHECK(!asked || *asked == to_load, [] { return std::string("get_all's loader was not given exactly the missing keys"); });
+    FUZZ_CHECK(threw == (mode == 0 && !to_load.empty()), [] { return std::string("get_all threw although its loader did not, or the reverse"); });
+    const auto loaded = [&](int k) -> std::optional<uint32_t> {
+      for (const auto& [rk, vid] : returned) {
+        if (rk == k) return vid;
+      }
+      return std::nullopt;
+    };
+    for (int k : to_load) {
+      if (threw || !loaded(k)) {
+        model_->load_failed();
+      } else {
+        ++writes_;
+        model_->load_succeeded(k, *loaded(k));
+      }
+    }
+    if (threw) return;
+    for (const auto& [k, vid] : returned) {
+      if (std::find(to_load.begin(), to_load.end(), k) == to_load.end()) {
+        ++writes_;
+        model_->insert(k, vid);
+      }
+    }
+    FUZZ_CHECK(got.size() == n, [] { return std::string("get_all returned a vector of the wrong size"); });
+    for (size_t i = 0; i < n; ++i) check_value("get_all", got[i], want[i] ? want[i] : loaded(ks[i]));
   }
 
   /// The model's side of a load, and the checks common to the three loaders.

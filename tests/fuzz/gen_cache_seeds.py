@@ -9,7 +9,7 @@ import os
 import random
 
 # Opcodes (the opcode byte % 20 in Fuzz::step()).
-INSERT, COMPUTE, GET, RESIZE, GET_WITH, TRY_GET_WITH, OPT_GET_WITH = 0, 4, 5, 8, 9, 10, 11
+INSERT, GET_ALL, COMPUTE, GET, RESIZE, GET_WITH, TRY_GET_WITH, OPT_GET_WITH = 0, 3, 4, 5, 8, 9, 10, 11
 REMOVE, INVALIDATE, INVALIDATE_IF, ALL_OR_FOR_EACH, ADVANCE, RUN, BURST = 12, 13, 14, 15, 16, 18, 19
 
 # Flag bits of config byte 1.
@@ -34,6 +34,11 @@ def mixed(rng, n, weights):
             out.append(rng.randrange(16))
         elif op in (GET_WITH, TRY_GET_WITH, OPT_GET_WITH):
             out += bytes([rng.randrange(16), rng.randrange(4)])
+        elif op == GET_ALL:
+            n = 1 + rng.randrange(4)
+            out.append(n - 1)
+            out += bytes(rng.randrange(16) for _ in range(n))
+            out += bytes([rng.randrange(4), rng.randrange(16)])  # the loader's mode, the extra key
         elif op == COMPUTE:
             out += bytes([rng.randrange(16), rng.randrange(5)])
         elif op == RESIZE:
@@ -104,6 +109,12 @@ def seeds():
     yield "resize-weighted", config(12, WEIGHER | EXPIRY | THROWING_LISTENER, keys=10) + mixed(rrng, 300, resizes)
     yield "resize-bursts", config(14, keys=16) + bytes([BURST, 0x7F] * 6 + [RESIZE, 5, BURST, 0xFF, RESIZE, 15, BURST, 0x7F,
                                                          RESIZE, 0, BURST, 0x3F, RESIZE, 3, RUN])
+    # get_all() among the other loaders, with a weigher, expiry and a throwing listener.
+    grng = random.Random(20261207 + 2)
+    bulk = {**LOADERS, GET_ALL: 5, REMOVE: 1, RESIZE: 1}
+    yield "get-all", config(6, TTL, ttl=6, keys=10) + mixed(grng, 300, bulk)
+    yield "get-all-weighted-expiry", config(9, WEIGHER | EXPIRY | THROWING_LISTENER, keys=8, unit=SEC) + mixed(grng, 300, bulk)
+    yield "get-all-capacity-zero", config(0, keys=6) + mixed(grng, 60, bulk)
 
 
 def main():

@@ -17,6 +17,7 @@
 #include <limits>
 #include <memory>
 #include <optional>
+#include <span>
 #include <stdexcept>
 #include <thread>
 #include <type_traits>
@@ -595,38 +596,11 @@ class CacheCore {
     // Loading would write the key: from inside its own compute's function, refused here,
     // before a flight that other callers could join fails with it.
     if (ComputingKey::innermost != nullptr) refuse_inside_own_compute(key, h);
-    Shard& s = shard_for(h);
     std::shared_ptr<Flight> flight;
-    bool leader = false;
-    NodeId brought_forward = kNoNode;
-    {
-      const int64_t now = expires_ ? now_ns() : 0;
-      WriterLock<SharedMutex> lock(s.mu);
-      auto it = s.map.find(key, h);
-      if (it != s.map.end() && !is_expired(it->id, now)) {
-        // Loaded by someone between our first look and the lock: a hit after all, and a
-        // read like any other for time-to-idle and the Expiry hook.
-        Node& n = node(it->id);
-        hit.emplace(n.value);
-        if (on_read_locked(it->id, n, now)) brought_forward = it->id;
-        stats_->add(kHits);
-      } else {
-        stats_->add(kMisses);
-        auto& slot = s.loading[key][kind];
-        if (slot) {
-          flight = slot;
-        } else {
-          slot = flight = std::make_shared<Flight>();
-          leader = true;
-        }
-      }
-    }
-    if (hit) {
-      if (brought_forward != kNoNode) reschedule_now(brought_forward);  // outside the shard lock
-      return nullptr;
-    }
-    if (!leader) {
-      flight->done.wait(false, std::memory_order_acquire);  // acquire: pairs with the release store below
+    const Claim claim = claim_load(key, h, kind, hit, flight);
+    if (claim == Claim::kHit) return nullptr;
+    if (claim == Claim::kJoined) {
+      flight->done.wait(false, std::memory_order_acquire);  // acquire: pairs with finish_load()'s release
       return flight;
     }
     try {
@@ -635,31 +609,105 @@ class CacheCore {
       flight->value.reset();
       flight->error = std::current_exception();
     }
-    int64_t units = 0;  // what write() logged, even if it threw (see there)
-    if (flight->value) {
-      Notifications out;
-      bool wrote = false;
-      try {
-        write(K(key), V(*flight->value), h, out, units);  // the weigher, an Expiry hook or V may throw
-        wrote = true;
-        deliver(out);
-      } catch (...) {
-        if (!wrote) {
-          flight->value.reset();
-          flight->error = std::current_exception();
-          deliver(out);  // what a failed replacement displaced (see write())
+    finish_load(key, h, kind, *flight);
+    return flight;
+  }
+
+  /// Cache::get_all(): the values of `keys`, in their order (nullopt where the loader
+  /// found nothing). What is cached is a hit; the keys whose kLoadOptional flight is
+  /// already in the air are joined; this call leads the loads of the others, all in one
+  /// call `load_missing(std::span<const K>)`, which returns (key, value) pairs. It waits
+  /// for the flights it joined only after ending every flight it leads, so two bulk loads
+  /// of overlapping keys never wait for each other in a cycle. Statistics as load(), per
+  /// key. Throws the first failure in `keys` order, once every flight it leads has ended
+  /// (with that failure for each of them when `load_missing` threw).
+  template <class LoadMissing>
+  std::vector<std::optional<V>> load_all(std::span<const K> keys, LoadMissing&& load_missing) {
+    static_assert(std::is_invocable_v<LoadMissing&, std::span<const K>>,
+                  "get_all()'s loader is called as load_all(std::span<const K> missing_keys)");
+    std::vector<std::optional<V>> found(keys.size());
+    struct Wait {
+      size_t index;
+      uint64_t h;
+      std::shared_ptr<Flight> flight;
+    };
+    std::vector<Wait> led, joined;
+    std::vector<K> missing;  // led[i]'s key is missing[i]: the span the loader gets
+    std::vector<std::pair<K, V>> extra;  // pairs for keys not asked for
+    led.reserve(keys.size());
+    missing.reserve(keys.size());
+    // Every flight we lead must end whatever throws: its waiters would wait forever.
+    const auto end_led = [&](std::exception_ptr error) {
+      for (size_t i = 0; i < led.size(); ++i) {
+        if (error) {
+          led[i].flight->value.reset();
+          led[i].flight->error = error;
+        }
+        finish_load(missing[i], led[i].h, kLoadOptional, *led[i].flight);
+      }
+    };
+    try {
+      for (size_t i = 0; i < keys.size(); ++i) {
+        found[i] = lookup<false>(keys[i]);
+        if (found[i]) {
+          stats_->add(kHits);
+          continue;
+        }
+        const uint64_t h = hash_key(keys[i]);
+        if (ComputingKey::innermost != nullptr) refuse_inside_own_compute(keys[i], h);
+        missing.push_back(keys[i]);  // before the claim: a key copy that throws leaves no flight open
+        std::shared_ptr<Flight> flight;
+        const Claim claim = claim_load(keys[i], h, kLoadOptional, found[i], flight);
+        if (claim == Claim::kLed) {
+          led.push_back(Wait{i, h, std::move(flight)});  // reserved: cannot throw
+          continue;
+        }
+        missing.pop_back();
+        if (claim == Claim::kJoined) joined.push_back(Wait{i, h, std::move(flight)});
+      }
+      if (!led.empty()) {
+        // led is in `keys` order, not by hash: index it to match the loader's pairs.
+        std::vector<size_t> by_hash(led.size());
+        for (size_t i = 0; i < by_hash.size(); ++i) by_hash[i] = i;
+        std::sort(by_hash.begin(), by_hash.end(), [&](size_t a, size_t b) { return led[a].h < led[b].h; });
+        auto&& loaded = load_missing(std::span<const K>(missing));
+        for (auto&& [k, v] : loaded) {
+          const uint64_t h = hash_key(k);
+          auto at = std::lower_bound(by_hash.begin(), by_hash.end(), h,
+                                     [&](size_t i, uint64_t x) { return led[i].h < x; });
+          for (; at != by_hash.end() && led[*at].h == h && !eq_(missing[*at], k); ++at) {
+          }
+          if (at != by_hash.end() && led[*at].h == h) {
+            led[*at].flight->value = std::move(v);  // a key the loader returned twice: the last wins
+          } else {
+            extra.emplace_back(k, std::move(v));
+          }
         }
       }
+    } catch (...) {
+      end_led(std::current_exception());
+      throw;
     }
-    stats_->add(flight->value ? kLoadSuccesses : kLoadFailures);
-    {
-      WriterLock<SharedMutex> lock(s.mu);
-      clear_flight_locked(s, key, kind);
+    end_led(nullptr);
+    // Cached as Caffeine's getAll() caches them, after the keys asked for, whose outcome
+    // does not depend on them.
+    for (auto& [k, v] : extra) insert(std::move(k), std::move(v));
+    std::exception_ptr first_error;
+    size_t first_error_at = keys.size();
+    const auto collect = [&](const Wait& w) {
+      if (w.flight->error && w.index < first_error_at) {
+        first_error = w.flight->error;
+        first_error_at = w.index;
+      }
+      if (w.flight->value) found[w.index] = w.flight->value;
+    };
+    for (const Wait& w : led) collect(w);
+    for (const Wait& w : joined) {
+      w.flight->done.wait(false, std::memory_order_acquire);  // acquire: pairs with finish_load()'s release
+      collect(w);
     }
-    flight->done.store(true, std::memory_order_release);  // release: publishes the outcome
-    flight->done.notify_all();
-    after_write(units);
-    return flight;
+    if (first_error) std::rethrow_exception(first_error);
+    return found;
   }
 
   // ---- Compute -------------------------------------------------------------------------
@@ -1191,6 +1239,73 @@ class CacheCore {
         throw std::logic_error("streamcache: a compute()'s function wrote, removed or computed its own key");
       }
     }
+  }
+
+  enum class Claim { kHit, kJoined, kLed };
+
+  /// The look under the shard lock that decides a load: a live value (a hit after all,
+  /// put in `hit`: loaded by someone since the caller's first look, and a read like any
+  /// other for time-to-idle and the Expiry hook), or the key's flight of `kind` to join,
+  /// or a new one the caller leads and must end with finish_load(). Counts the hit or
+  /// miss (see load()).
+  Claim claim_load(const K& key, uint64_t h, LoadKind kind, std::optional<V>& hit, std::shared_ptr<Flight>& flight) {
+    Shard& s = shard_for(h);
+    Claim claim = Claim::kHit;
+    NodeId brought_forward = kNoNode;
+    {
+      const int64_t now = expires_ ? now_ns() : 0;
+      WriterLock<SharedMutex> lock(s.mu);
+      auto it = s.map.find(key, h);
+      if (it != s.map.end() && !is_expired(it->id, now)) {
+        Node& n = node(it->id);
+        hit.emplace(n.value);
+        if (on_read_locked(it->id, n, now)) brought_forward = it->id;
+        stats_->add(kHits);
+      } else {
+        stats_->add(kMisses);
+        auto& slot = s.loading[key][kind];
+        if (slot) {
+          flight = slot;
+          claim = Claim::kJoined;
+        } else {
+          slot = flight = std::make_shared<Flight>();
+          claim = Claim::kLed;
+        }
+      }
+    }
+    if (brought_forward != kNoNode) reschedule_now(brought_forward);  // outside the shard lock
+    return claim;
+  }
+
+  /// Ends a flight the caller leads, whose outcome (value, or error / status, or neither)
+  /// is set: caches the value, counts the load, and wakes the waiters. A value the cache
+  /// refuses to take (the weigher, an Expiry hook or V's copy threw) becomes the error.
+  void finish_load(const K& key, uint64_t h, LoadKind kind, Flight& flight) {
+    int64_t units = 0;  // what write() logged, even if it threw (see there)
+    if (flight.value) {
+      Notifications out;
+      bool wrote = false;
+      try {
+        write(K(key), V(*flight.value), h, out, units);
+        wrote = true;
+        deliver(out);
+      } catch (...) {
+        if (!wrote) {
+          flight.value.reset();
+          flight.error = std::current_exception();
+          deliver(out);  // what a failed replacement displaced (see write())
+        }
+      }
+    }
+    stats_->add(flight.value ? kLoadSuccesses : kLoadFailures);
+    {
+      Shard& s = shard_for(h);
+      WriterLock<SharedMutex> lock(s.mu);
+      clear_flight_locked(s, key, kind);
+    }
+    flight.done.store(true, std::memory_order_release);  // release: publishes the outcome to the waiters' acquire
+    flight.done.notify_all();
+    after_write(units);
   }
 
   /// Ends a key's load or compute turn of kind `kind` in Shard::loading.
