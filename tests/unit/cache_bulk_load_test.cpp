@@ -163,17 +163,14 @@ TEST(CacheBulkLoad, AThrowingLoaderCachesNothingAndTheNextCallRetries) {
 TEST(CacheBulkLoad, AValueTheCacheRefusesFailsItsKeyAndTheOthersAreStillCached) {
   auto cache = StringCache::builder()
                    .max_capacity(100)
-                   .weigher([](const int&, const std::string& v) -> uint32_t {
-                     if (v == "bad") throw std::invalid_argument("unweighable");
-                     return 1;
-                   })
+                   .weigher(test_support::throws_on_bad)
                    .build();
   const auto loader = [](std::span<const int> keys) {
     Pairs out;
     for (int k : keys) out.emplace_back(k, k == 2 ? "bad" : "good");
     return out;
   };
-  EXPECT_THROW(cache.get_all({1, 2, 3}, loader), std::invalid_argument);
+  EXPECT_THROW(cache.get_all({1, 2, 3}, loader), std::runtime_error);
   EXPECT_EQ(cache.get(1), "good");
   EXPECT_FALSE(cache.contains_key(2));
   EXPECT_EQ(cache.get(3), "good");
@@ -184,13 +181,10 @@ TEST(CacheBulkLoad, AValueTheCacheRefusesFailsItsKeyAndTheOthersAreStillCached) 
 TEST(CacheBulkLoad, AThrowingExtraPairPropagatesAfterTheKeysAskedForAreCached) {
   auto cache = StringCache::builder()
                    .max_capacity(100)
-                   .weigher([](const int&, const std::string& v) -> uint32_t {
-                     if (v == "bad") throw std::invalid_argument("unweighable");
-                     return 1;
-                   })
+                   .weigher(test_support::throws_on_bad)
                    .build();
   EXPECT_THROW(cache.get_all({1}, [](std::span<const int>) { return Pairs{{1, "good"}, {2, "bad"}}; }),
-               std::invalid_argument);
+               std::runtime_error);
   EXPECT_EQ(cache.get(1), "good");
   EXPECT_FALSE(cache.contains_key(2));
 }

@@ -132,10 +132,7 @@ TEST(CacheCompute, AFunctionThatThrowsChangesNothingAndTheNextComputeRuns) {
 TEST(CacheCompute, AWeigherThatThrowsChangesNothingAndTheNextComputeRuns) {
   auto cache = StringCache::builder()
                    .max_capacity(100)
-                   .weigher([](const int&, const std::string& v) -> uint32_t {
-                     if (v == "bad") throw std::runtime_error("weigher");
-                     return 1;
-                   })
+                   .weigher(test_support::throws_on_bad)
                    .build();
   cache.insert(1, "one");
   EXPECT_THROW(cache.compute(1, [](const std::optional<std::string>&) { return Op::put("bad"); }), std::runtime_error);

@@ -8,6 +8,7 @@
 #include <functional>
 #include <future>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <tuple>
@@ -32,6 +33,13 @@ struct Removals {
 
 // A weigher: an entry weighs its value's length.
 inline uint32_t value_length(const int&, const std::string& v) { return static_cast<uint32_t>(v.size()); }
+
+// A weigher that refuses the value "bad" (throws std::runtime_error) and weighs 1 otherwise:
+// a value the cache cannot take.
+inline uint32_t throws_on_bad(const int&, const std::string& v) {
+  if (v == "bad") throw std::runtime_error("weigher refuses \"bad\"");
+  return 1;
+}
 
 // Runs `scenario` on a thread of its own and waits at most `timeout` for it: a deadlock then
 // fails the test instead of hanging the suite. On a timeout the thread stays blocked,
