@@ -187,17 +187,19 @@ class Cache {
   /// more cheaply than one at a time). `load_all(std::span<const K> missing)` gets the
   /// keys that are neither cached nor being loaded already, and returns (key, value)
   /// pairs: a std::vector<std::pair<K, V>>, a map, or any range of pairs. Their values
-  /// are cached and returned. A key it leaves out is nullopt and nothing is cached for it
+  /// are cached and returned (moved out of a container returned by value; copied from a
+  /// reference or a view). A key it leaves out is nullopt and nothing is cached for it
   /// (as with optionally_get_with). A pair for a key it was not asked for is cached too.
   /// Single-flight with optionally_get_with() and other get_all() calls: a key one of
   /// them is loading is waited for, not loaded again, and is not passed to `load_all`.
   /// This call waits only after its own loads ended, so bulk loads of overlapping keys
   /// never wait for each other in a cycle. If `load_all` throws, every caller waiting
   /// for one of its keys gets the exception, nothing it returned is cached, and the
-  /// exception propagates. Otherwise a key whose load failed (the weigher threw, say)
-  /// makes the call throw that failure, the first in `keys` order, after everything
-  /// else was cached. `load_all` runs outside any lock and may use the cache for other
-  /// keys, but must not load one it was given (that would wait for itself).
+  /// exception propagates. Otherwise a value the cache refuses (the weigher threw, say)
+  /// fails its key, or its extra pair, alone: the call throws, after everything else
+  /// was cached, the first failure in `keys` order, else the first extra pair's.
+  /// `load_all` runs outside any lock and may use the cache for other keys, but must not
+  /// load one it was given (that would wait for itself).
   /// Statistics: a hit or a miss per key, and a load success or failure per key loaded.
   template <class F>
   std::vector<std::optional<V>> get_all(std::span<const K> keys, F&& load_all) {

@@ -20,6 +20,7 @@
 #include <thread>
 #include <tuple>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 namespace streamcache {
@@ -604,6 +605,30 @@ TEST(CacheLoader, LoaderMayUseTheCacheForOtherKeys) {
   EXPECT_EQ(v, "three+one");
   EXPECT_EQ(cache.get(2), "two");
   EXPECT_EQ(cache.get(3), "three");
+}
+
+// The listener hears of the load's own value (refused at once by a bound of 0) and loads
+// the key again: the load it is told about must have ended, or it would join that flight,
+// on the thread that leads it, and wait forever.
+TEST(CacheLoader, AListenerHearingOfALoadsOwnValueMayLoadTheSameKeyAgain) {
+  struct CallBack {
+    std::unique_ptr<StringCache> cache;
+    bool reloaded = false;
+  };
+  EXPECT_TRUE(test_support::finishes_within(seconds(10), [] {
+    auto back = std::make_shared<CallBack>();
+    back->cache = std::make_unique<StringCache>(
+        StringCache::builder()
+            .max_capacity(0)
+            .eviction_listener([raw = back.get()](const int& k, const std::string&, RemovalCause) {
+              if (k == 1 && !std::exchange(raw->reloaded, true)) {
+                raw->cache->optionally_get_with(1, [] { return std::optional<std::string>("again"); });
+              }
+            })
+            .build());
+    EXPECT_EQ(back->cache->optionally_get_with(1, [] { return std::optional<std::string>("first"); }), "first");
+    EXPECT_TRUE(back->reloaded);
+  }));
 }
 
 // ---- Listener and builder ----------------------------------------------------------------

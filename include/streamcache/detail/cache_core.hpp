@@ -17,6 +17,7 @@
 #include <limits>
 #include <memory>
 #include <optional>
+#include <ranges>
 #include <span>
 #include <stdexcept>
 #include <thread>
@@ -600,7 +601,7 @@ class CacheCore {
     const Claim claim = claim_load(key, h, kind, hit, flight);
     if (claim == Claim::kHit) return nullptr;
     if (claim == Claim::kJoined) {
-      flight->done.wait(false, std::memory_order_acquire);  // acquire: pairs with finish_load()'s release
+      flight->done.wait(false, std::memory_order_acquire);  // acquire: pairs with end_flight()'s release
       return flight;
     }
     try {
@@ -616,11 +617,17 @@ class CacheCore {
   /// Cache::get_all(): the values of `keys`, in their order (nullopt where the loader
   /// found nothing). What is cached is a hit; the keys whose kLoadOptional flight is
   /// already in the air are joined; this call leads the loads of the others, all in one
-  /// call `load_missing(std::span<const K>)`, which returns (key, value) pairs. It waits
-  /// for the flights it joined only after ending every flight it leads, so two bulk loads
-  /// of overlapping keys never wait for each other in a cycle. Statistics as load(), per
-  /// key. Throws the first failure in `keys` order, once every flight it leads has ended
-  /// (with that failure for each of them when `load_missing` threw).
+  /// call `load_missing(std::span<const K>)`, which returns (key, value) pairs. Statistics
+  /// as load(), per key.
+  ///
+  /// A thread that leads flights must not wait for one, or it may wait for itself. So
+  /// every look-up (which may run maintenance, and so a listener that loads) and every
+  /// refusal (see ComputingKey) comes before the first claim; the flights it leads end
+  /// before any notification is delivered or maintenance runs; and the flights it joined
+  /// are waited for last. Two bulk loads of overlapping keys thus never wait for each
+  /// other in a cycle. Throws, once every flight it leads has ended: what `load_missing`
+  /// threw (then the failure of each of its keys), else the first failure in `keys`
+  /// order, else the first extra pair's.
   template <class LoadMissing>
   std::vector<std::optional<V>> load_all(std::span<const K> keys, LoadMissing&& load_missing) {
     static_assert(std::is_invocable_v<LoadMissing&, std::span<const K>>,
@@ -638,23 +645,30 @@ class CacheCore {
     missing.reserve(keys.size());
     // Every flight we lead must end whatever throws: its waiters would wait forever.
     const auto end_led = [&](std::exception_ptr error) {
+      Notifications out;
+      int64_t units = 0;
       for (size_t i = 0; i < led.size(); ++i) {
         if (error) {
           led[i].flight->value.reset();
           led[i].flight->error = error;
         }
-        finish_load(missing[i], led[i].h, kLoadOptional, *led[i].flight);
+        end_flight(missing[i], led[i].h, kLoadOptional, *led[i].flight, out, units);
       }
+      deliver(out);
+      after_write(units);
     };
+    for (size_t i = 0; i < keys.size(); ++i) {
+      found[i] = lookup<false>(keys[i]);
+      if (found[i]) {
+        stats_->add(kHits);
+      } else if (ComputingKey::innermost != nullptr) {
+        refuse_inside_own_compute(keys[i], hash_key(keys[i]));
+      }
+    }
     try {
       for (size_t i = 0; i < keys.size(); ++i) {
-        found[i] = lookup<false>(keys[i]);
-        if (found[i]) {
-          stats_->add(kHits);
-          continue;
-        }
+        if (found[i]) continue;
         const uint64_t h = hash_key(keys[i]);
-        if (ComputingKey::innermost != nullptr) refuse_inside_own_compute(keys[i], h);
         missing.push_back(keys[i]);  // before the claim: a key copy that throws leaves no flight open
         std::shared_ptr<Flight> flight;
         const Claim claim = claim_load(keys[i], h, kLoadOptional, found[i], flight);
@@ -670,6 +684,13 @@ class CacheCore {
         std::vector<size_t> by_hash(led.size());
         for (size_t i = 0; i < by_hash.size(); ++i) by_hash[i] = i;
         std::sort(by_hash.begin(), by_hash.end(), [&](size_t a, size_t b) { return led[a].h < led[b].h; });
+        using Loaded = std::invoke_result_t<LoadMissing&, std::span<const K>>;
+        // Values are moved only out of what the loader handed over: a container returned
+        // by value, or a range yielding values. A reference to, or a view over, storage
+        // the loader keeps is copied from.
+        constexpr bool kMayMove =
+            !std::is_lvalue_reference_v<std::ranges::range_reference_t<Loaded>> ||
+            (!std::is_reference_v<Loaded> && !std::ranges::view<std::remove_cvref_t<Loaded>>);
         auto&& loaded = load_missing(std::span<const K>(missing));
         for (auto&& [k, v] : loaded) {
           const uint64_t h = hash_key(k);
@@ -678,9 +699,15 @@ class CacheCore {
           for (; at != by_hash.end() && led[*at].h == h && !eq_(missing[*at], k); ++at) {
           }
           if (at != by_hash.end() && led[*at].h == h) {
-            led[*at].flight->value = std::move(v);  // a key the loader returned twice: the last wins
-          } else {
+            if constexpr (kMayMove) {
+              led[*at].flight->value = std::move(v);  // a key the loader returned twice: the last wins
+            } else {
+              led[*at].flight->value = v;
+            }
+          } else if constexpr (kMayMove) {
             extra.emplace_back(k, std::move(v));
+          } else {
+            extra.emplace_back(k, v);
           }
         }
       }
@@ -690,8 +717,15 @@ class CacheCore {
     }
     end_led(nullptr);
     // Cached as Caffeine's getAll() caches them, after the keys asked for, whose outcome
-    // does not depend on them.
-    for (auto& [k, v] : extra) insert(std::move(k), std::move(v));
+    // does not depend on them; one refused (its weigher threw, say) stops no other.
+    std::exception_ptr extra_error;
+    for (auto& [k, v] : extra) {
+      try {
+        insert(std::move(k), std::move(v));
+      } catch (...) {
+        if (!extra_error) extra_error = std::current_exception();
+      }
+    }
     std::exception_ptr first_error;
     size_t first_error_at = keys.size();
     const auto collect = [&](const Wait& w) {
@@ -703,10 +737,11 @@ class CacheCore {
     };
     for (const Wait& w : led) collect(w);
     for (const Wait& w : joined) {
-      w.flight->done.wait(false, std::memory_order_acquire);  // acquire: pairs with finish_load()'s release
+      w.flight->done.wait(false, std::memory_order_acquire);  // acquire: pairs with end_flight()'s release
       collect(w);
     }
     if (first_error) std::rethrow_exception(first_error);
+    if (extra_error) std::rethrow_exception(extra_error);
     return found;
   }
 
@@ -1246,7 +1281,7 @@ class CacheCore {
   /// The look under the shard lock that decides a load: a live value (a hit after all,
   /// put in `hit`: loaded by someone since the caller's first look, and a read like any
   /// other for time-to-idle and the Expiry hook), or the key's flight of `kind` to join,
-  /// or a new one the caller leads and must end with finish_load(). Counts the hit or
+  /// or a new one the caller leads and must end (finish_load(), end_flight()). Counts the hit or
   /// miss (see load()).
   Claim claim_load(const K& key, uint64_t h, LoadKind kind, std::optional<V>& hit, std::shared_ptr<Flight>& flight) {
     Shard& s = shard_for(h);
@@ -1264,7 +1299,9 @@ class CacheCore {
       } else {
         stats_->add(kMisses);
         auto& slot = s.loading[key][kind];
-        if (slot) {
+        // A done flight left in its slot (see end_flight()) is over: replaced, not joined.
+        // acquire: pairs with end_flight()'s release store.
+        if (slot && !slot->done.load(std::memory_order_acquire)) {
           flight = slot;
           claim = Claim::kJoined;
         } else {
@@ -1277,35 +1314,44 @@ class CacheCore {
     return claim;
   }
 
+  /// Ends a flight the caller leads (end_flight()), then delivers what its write displaced
+  /// and accounts it: only once the flight has ended, since a listener may load the key.
+  void finish_load(const K& key, uint64_t h, LoadKind kind, Flight& flight) {
+    Notifications out;
+    int64_t units = 0;
+    end_flight(key, h, kind, flight, out, units);
+    deliver(out);
+    after_write(units);
+  }
+
   /// Ends a flight the caller leads, whose outcome (value, or error / status, or neither)
   /// is set: caches the value, counts the load, and wakes the waiters. A value the cache
   /// refuses to take (the weigher, an Expiry hook or V's copy threw) becomes the error.
-  void finish_load(const K& key, uint64_t h, LoadKind kind, Flight& flight) {
-    int64_t units = 0;  // what write() logged, even if it threw (see there)
+  /// Appends to `out` and adds to `units` what the caller must deliver and account
+  /// (after_write()) once it leads no flight any more. Does not throw: the waiters are
+  /// always woken.
+  void end_flight(const K& key, uint64_t h, LoadKind kind, Flight& flight, Notifications& out, int64_t& units) {
+    int64_t written = 0;  // what write() logged, even if it threw (see there)
     if (flight.value) {
-      Notifications out;
-      bool wrote = false;
       try {
-        write(K(key), V(*flight.value), h, out, units);
-        wrote = true;
-        deliver(out);
+        write(K(key), V(*flight.value), h, out, written);
       } catch (...) {
-        if (!wrote) {
-          flight.value.reset();
-          flight.error = std::current_exception();
-          deliver(out);  // what a failed replacement displaced (see write())
-        }
+        flight.value.reset();
+        flight.error = std::current_exception();
       }
     }
+    units += written;
     stats_->add(flight.value ? kLoadSuccesses : kLoadFailures);
-    {
+    try {
       Shard& s = shard_for(h);
       WriterLock<SharedMutex> lock(s.mu);
       clear_flight_locked(s, key, kind);
+    } catch (...) {
+      // The key's Hash or Eq threw: the slot keeps this flight, done, which claim_load()
+      // treats as no flight and replaces.
     }
     flight.done.store(true, std::memory_order_release);  // release: publishes the outcome to the waiters' acquire
     flight.done.notify_all();
-    after_write(units);
   }
 
   /// Ends a key's load or compute turn of kind `kind` in Shard::loading.
