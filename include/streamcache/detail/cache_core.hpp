@@ -1871,8 +1871,7 @@ class CacheCore {
       // get() runs outside the shard lock) is dropped: applied to the new key, it would
       // count a read it never had and, for a saturated old key, stamp it epochs ahead.
       if (policy_->holds(id, hash)) {
-        policy_->on_access(id, hash);
-        const bool saturated = policy_->frequency(hash) >= FrequencySketch::kMaxFrequency;
+        const bool saturated = policy_->on_access(id, hash) >= FrequencySketch::kMaxFrequency;
         // relaxed: a hint for readers, see applied_this_epoch()
         n.read_epoch.store(saturated ? epoch_after(epoch, kMaxEpochsAhead - 1) : epoch, std::memory_order_relaxed);
       }

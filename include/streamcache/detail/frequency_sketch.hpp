@@ -93,12 +93,15 @@ class FrequencySketch {
     if (!table_.empty()) prefetch_for_write(&table_[slots_of(hash).block]);
   }
 
-  /// Counts one occurrence of `hash`. Every one of its four counters below 15 is incremented
+  /// Counts one occurrence of `hash` and returns its estimate afterwards, frequency(hash)
+  /// (the policy asks for it after every read it applies; from here it costs no second
+  /// hashing of the key). Every one of its four counters below 15 is incremented
   /// (Caffeine's rule); when at least one was, the increment counts towards the aging period.
-  void increment(uint64_t hash) {
-    if (table_.empty()) return;
+  uint32_t increment(uint64_t hash) {
+    if (table_.empty()) return 0;
     const Slots slots = slots_of(hash);
     bool added = false;
+    uint32_t estimate = kMaxFrequency;
     for (int i = 0; i < 4; ++i) {
       uint64_t& word = table_[slots.block].words[slots.word[i]];
       const uint64_t mask = uint64_t{0xF} << slots.shift[i];
@@ -106,8 +109,13 @@ class FrequencySketch {
         word += uint64_t{1} << slots.shift[i];
         added = true;
       }
+      estimate = std::min(estimate, static_cast<uint32_t>((word >> slots.shift[i]) & 0xF));
     }
-    if (added && ++additions_ >= sample_size_) reset();
+    if (added && ++additions_ >= sample_size_) {
+      reset();
+      return frequency(hash);
+    }
+    return estimate;
   }
 
   /// Aging: halves every counter. additions_ is halved too, after subtracting the increments

@@ -39,9 +39,16 @@ struct NodeIdCodec {
 /// allocated and destroyed with the arena; the cache constructs and destroys the key and
 /// value inside a node itself.
 ///
-/// Thread safety: allocate_chunk_for() is called with the owning shard's lock held;
-/// node() may be called concurrently from any thread for any index whose chunk exists
-/// (the chunk pointer is published with release and read with acquire).
+/// Addressing: record(local) is one load and a multiply-add. Beside each chunk's address
+/// the arena keeps its origin, the address record 0 would have if the chunk began there
+/// (the chunk's address less its first index times the stride), so that no access
+/// computes where its chunk starts. Every lookup and every policy hook reaches nodes this
+/// way, maintenance several times per read it applies (docs/notes/cache_benchmarks.md,
+/// session 19: 408 -> 371 instructions per read, bench/tools/cache_op_loop.cpp).
+///
+/// Thread safety: ensure() is called with the owning shard's lock held; node() may be
+/// called concurrently from any thread for any index whose chunk exists (the origin is
+/// published with release and read with acquire).
 template <class Node>
 class NodeArena {
  public:
@@ -67,8 +74,7 @@ class NodeArena {
       auto* slots = reinterpret_cast<std::atomic<int64_t>*>(rec);
       for (uint32_t s = 0; s < extra_slots_; ++s) slots[s].~atomic();
     }
-    for (int c = 0; c < kMaxChunks; ++c) {
-      char* chunk = chunks_[c].load(std::memory_order_relaxed);  // relaxed: no concurrent users at destruction
+    for (char* chunk : chunks_) {
       if (chunk != nullptr) ::operator delete(chunk, std::align_val_t(alignof(Node)));
     }
   }
@@ -78,13 +84,17 @@ class NodeArena {
   /// out, so the untouched tail of a fresh chunk costs address space, not memory.
   void ensure(uint32_t local) {
     const int c = chunk_of(local);
-    if (chunks_[c].load(std::memory_order_relaxed) == nullptr) {  // relaxed: only the lock holder stores
+    if (chunks_[c] == nullptr) {
       const size_t n = chunk_size(c);
       char* chunk = static_cast<char*>(::operator new(n * stride_, std::align_val_t(alignof(Node))));
-      // release: pairs with the acquire in record(): a reader that sees the chunk sees the
+      chunks_[c] = chunk;
+      // An integer, not a pointer: the origin itself may lie outside every allocation
+      // (unsigned arithmetic wraps); only origin + local * stride_ for the chunk's own
+      // indices is ever dereferenced.
+      // release: pairs with the acquire in record(): a reader that sees the origin sees the
       // records constructed before it was published (and later ones through the shard lock
       // or the event log that hands their ids over).
-      chunks_[c].store(chunk, std::memory_order_release);
+      origins_[c].store(reinterpret_cast<uintptr_t>(chunk) - chunk_base(c) * stride_, std::memory_order_release);
       bytes_ += n * stride_;
     }
     while (constructed_ <= local) {
@@ -113,10 +123,9 @@ class NodeArena {
   static size_t chunk_base(int c) { return static_cast<size_t>(kFirstChunk) * ((size_t{1} << c) - 1); }
 
   char* record(uint32_t local) const {
-    const int c = chunk_of(local);
     // acquire: pairs with the release store in ensure().
-    char* chunk = chunks_[c].load(std::memory_order_acquire);
-    return chunk + (local - chunk_base(c)) * stride_;
+    const uintptr_t origin = origins_[chunk_of(local)].load(std::memory_order_acquire);
+    return reinterpret_cast<char*>(origin + local * stride_);
   }
 
   const uint32_t extra_slots_;
@@ -124,7 +133,8 @@ class NodeArena {
   const size_t stride_;
   size_t bytes_ = 0;
   uint32_t constructed_ = 0;  // records [0, constructed_) exist; guarded by the shard lock
-  std::array<std::atomic<char*>, kMaxChunks> chunks_{};
+  std::array<char*, kMaxChunks> chunks_{};  // guarded by the shard lock, like constructed_
+  std::array<std::atomic<uintptr_t>, kMaxChunks> origins_{};  // see "Addressing"
 };
 
 }  // namespace streamcache::detail

@@ -325,13 +325,15 @@ class TinyLfuPolicy {
     return contains(id) && hook_of_(id).fingerprint == static_cast<uint32_t>(FrequencySketch::fingerprint(hash));
   }
 
-  /// A read hit: counts towards the key's popularity and refreshes its recency.
-  void on_access(NodeId id, uint64_t hash) {
-    if (!contains(id)) return;
-    sketch_.increment(hash);
+  /// A read hit: counts towards the key's popularity and refreshes its recency. Returns
+  /// the key's estimated frequency afterwards (0 for an id not in the policy).
+  uint32_t on_access(NodeId id, uint64_t hash) {
+    if (!contains(id)) return 0;
+    const uint32_t estimate = sketch_.increment(hash);
     touch(id);
     ++hits_in_sample_;
     shadow_request(static_cast<uint32_t>(FrequencySketch::fingerprint(hash)), hook_of_(id).weight, true);
+    return estimate;
   }
 
   /// The value was replaced: an access plus a weight change.
