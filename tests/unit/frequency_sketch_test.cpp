@@ -31,6 +31,21 @@ TEST(FrequencySketch, CountsEachIncrementUpToFifteen) {
   }
 }
 
+TEST(FrequencySketch, IncrementReturnsTheEstimateAfterItAlsoWhenItAges) {
+  FrequencySketch empty;
+  EXPECT_EQ(empty.increment(mix(1)), 0u);
+  FrequencySketch sketch(64, /*aging_factor=*/2);  // ages every 128 increments
+  uint64_t agings = 0;
+  for (uint64_t i = 0; i < 5000; ++i) {
+    const uint64_t h = mix(i % 97);
+    const uint64_t before = sketch.additions();
+    const uint32_t returned = sketch.increment(h);
+    EXPECT_EQ(returned, sketch.frequency(h)) << "increment " << i;
+    agings += sketch.additions() < before ? 1 : 0;
+  }
+  EXPECT_GT(agings, 10u);
+}
+
 TEST(FrequencySketch, NeverUnderestimatesBeforeAging) {
   FrequencySketch sketch(512);
   // 200 keys, key k seen k % 8 times: 700 increments, below the aging period of 5120.
