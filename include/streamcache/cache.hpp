@@ -139,7 +139,9 @@ class Cache {
   /// calls for the same absent key run `init` once; the others wait and receive its
   /// value. If `init` throws, every waiter gets the exception, nothing is cached and the
   /// next call tries again. `init` runs outside any lock and may use the cache for other
-  /// keys, but must not load the same key (that would wait for itself).
+  /// keys. A load of a key that this thread is already loading (from `init`, or from a
+  /// listener that `init`'s own writes reach) would wait for itself: it throws
+  /// std::logic_error instead.
   template <class F>
   V get_with(const K& key, F&& init) {
     std::optional<V> hit;
@@ -198,8 +200,9 @@ class Cache {
   /// exception propagates. Otherwise a value the cache refuses (the weigher threw, say)
   /// fails its key, or its extra pair, alone: the call throws, after everything else
   /// was cached, the first failure in `keys` order, else the first extra pair's.
-  /// `load_all` runs outside any lock and may use the cache for other keys, but must not
-  /// load one it was given (that would wait for itself).
+  /// `load_all` runs outside any lock and may use the cache for other keys; a key this
+  /// thread is already loading (one it was given, say) fails with std::logic_error
+  /// instead of waiting for itself, as in get_with().
   /// Statistics: a hit or a miss per key, and a load success or failure per key loaded.
   template <class F>
   std::vector<std::optional<V>> get_all(std::span<const K> keys, F&& load_all) {

@@ -12,6 +12,7 @@
 #include <span>
 #include <stdexcept>
 #include <string>
+#include <tuple>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -148,6 +149,18 @@ TEST(CacheBulkLoad, AViewOverATableTheLoaderKeepsIsCopiedFromNotMovedFrom) {
   };
   EXPECT_EQ(cache.get_all({4}, asked), Results{"table"});
   EXPECT_EQ(table, (Pairs{{4, "table"}, {5, "five"}}));
+}
+
+// Elements that are prvalues but refer to the loader's storage (std::tie's tuples).
+TEST(CacheBulkLoad, ElementsReferringToATableTheLoaderKeepsAreCopiedFromNotMovedFrom) {
+  auto cache = StringCache::builder().build();
+  std::map<int, std::string> table{{4, "four"}, {5, "five"}};
+  const auto tied = [&](std::span<const int>) {
+    return std::views::transform(table, [](auto& e) { return std::tie(e.first, e.second); });
+  };
+  EXPECT_EQ(cache.get_all({4}, tied), Results{"four"});
+  EXPECT_EQ(cache.get(5), "five");
+  EXPECT_EQ(table, (std::map<int, std::string>{{4, "four"}, {5, "five"}}));
 }
 #endif
 
@@ -411,18 +424,58 @@ TEST(CacheBulkLoadListener, AListenerOfAnExpiryItsLookUpsFindMayLoadAnotherOfIts
   }));
 }
 
+// The one load a listener cannot make: of a key its own thread is loading further up the
+// stack (here the loader's own write delivers to it). It would wait for itself; it throws.
+TEST(CacheBulkLoadListener, ALoadOfAKeyItsOwnThreadIsLoadingThrowsInsteadOfWaitingForItself) {
+  EXPECT_TRUE(finishes_within(seconds(10), [] {
+    struct Back {
+      std::unique_ptr<StringCache> cache;
+      std::string refused;
+    };
+    auto back = std::make_shared<Back>();
+    back->cache = std::make_unique<StringCache>(
+        StringCache::builder()
+            .eviction_listener([raw = back.get()](const int& k, const std::string&, RemovalCause cause) {
+              if (k != 10 || cause != RemovalCause::kReplaced) return;
+              try {
+                raw->cache->optionally_get_with(1, [] { return std::optional<std::string>("listener's"); });
+              } catch (const std::logic_error& e) {
+                raw->refused = e.what();
+              }
+            })
+            .build());
+    back->cache->insert(10, "ten");
+    const Results got = back->cache->get_all({1}, [&](std::span<const int> keys) {
+      back->cache->insert(10, "ten again");  // the loader may use the cache for other keys
+      Pairs out;
+      for (int k : keys) out.emplace_back(k, "bulk");
+      return out;
+    });
+    EXPECT_EQ(got, Results{"bulk"});
+    EXPECT_NE(back->refused.find("wait for itself"), std::string::npos) << back->refused;
+  }));
+}
+
+TEST(CacheBulkLoad, ABulkLoadInsideTheLoaderOfOneOfItsKeysThrowsForThatKey) {
+  auto cache = std::make_shared<StringCache>(StringCache::builder().build());
+  EXPECT_TRUE(finishes_within(seconds(10), [cache] {
+    EXPECT_THROW(cache->optionally_get_with(1,
+                                            [&] {
+                                              cache->get_all({2, 1}, Recorder().loader());
+                                              return std::optional<std::string>("outer");
+                                            }),
+                 std::logic_error);
+  }));
+  EXPECT_EQ(cache->get(2), "v2");  // the bulk load's other key was loaded
+  EXPECT_FALSE(cache->contains_key(1));
+}
+
 // ---- Keys whose Hash or Eq throws ---------------------------------------------------------
 
 // Eq throws once armed: the flight's end (which looks the key up among the loads in
 // flight) fails, and the flight must still end, or later loads of its key wait forever.
-std::atomic<int> eq_throws_left{0};
-struct ArmedEq {
-  bool operator()(int a, int b) const {
-    if (eq_throws_left.load() > 0 && eq_throws_left.fetch_sub(1) > 0) throw std::runtime_error("eq");
-    return a == b;
-  }
-};
-using ArmedEqCache = Cache<int, std::string, absl::Hash<int>, ArmedEq>;
+using test_support::eq_throws_left;
+using ArmedEqCache = Cache<int, std::string, absl::Hash<int>, test_support::ArmedEq>;
 
 TEST(CacheBulkLoad, AKeyWhoseEqThrowsWhileItsLoadEndsIsNotLeftInFlight) {
   auto cache = std::make_shared<ArmedEqCache>(ArmedEqCache::builder().build());

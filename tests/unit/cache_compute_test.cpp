@@ -129,6 +129,30 @@ TEST(CacheCompute, AFunctionThatThrowsChangesNothingAndTheNextComputeRuns) {
   EXPECT_EQ(cache.compute(1, [](const std::optional<std::string>&) { return Op::put("uno"); }).value, "uno");
 }
 
+// The turn's end looks the key up among the turns in flight; an Eq that throws there (in
+// the guard, then again as the turn ends on the way out) must neither end the process nor
+// leave the turn open for the next compute of the key.
+TEST(CacheCompute, ATurnWhoseEqThrowsAsItEndsLeavesNoTurnOpen) {
+  using ArmedEqCache = Cache<int, std::string, absl::Hash<int>, test_support::ArmedEq>;
+  auto cache = std::make_shared<ArmedEqCache>(ArmedEqCache::builder().shards(1).build());
+  int runs = 0;
+  EXPECT_THROW(cache->compute(1,
+                              [&](const std::optional<std::string>&) {
+                                if (++runs == 1) {
+                                  cache->insert(2, "two");  // same shard: the optimistic attempt fails
+                                } else {
+                                  test_support::eq_throws_left = 1000;  // in the turn: every comparison throws
+                                }
+                                return ComputeOp<std::string>::put("one");
+                              }),
+               std::runtime_error);
+  test_support::eq_throws_left = 0;
+  EXPECT_EQ(runs, 2);
+  EXPECT_TRUE(test_support::finishes_within(seconds(10), [cache] {
+    EXPECT_EQ(cache->upsert_with(1, [](const std::optional<std::string>&) { return std::string("later"); }), "later");
+  }));
+}
+
 TEST(CacheCompute, AWeigherThatThrowsChangesNothingAndTheNextComputeRuns) {
   auto cache = StringCache::builder()
                    .max_capacity(100)

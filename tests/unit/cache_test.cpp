@@ -631,6 +631,15 @@ TEST(CacheLoader, AListenerHearingOfALoadsOwnValueMayLoadTheSameKeyAgain) {
   }));
 }
 
+TEST(CacheLoader, ALoadOfItsOwnKeyFromItsLoaderThrowsInsteadOfWaitingForItself) {
+  auto cache = std::make_shared<StringCache>(StringCache::builder().build());
+  EXPECT_TRUE(test_support::finishes_within(seconds(10), [cache] {
+    EXPECT_THROW(cache->get_with(1, [&] { return cache->get_with(1, [] { return std::string("inner"); }); }),
+                 std::logic_error);
+    EXPECT_EQ(cache->get_with(1, [] { return std::string("later"); }), "later");  // not left in flight
+  }));
+}
+
 // ---- Listener and builder ----------------------------------------------------------------
 
 TEST(CacheListener, ThrowingListenerDoesNotBreakTheCache) {

@@ -2,6 +2,7 @@
 // deadlock detector.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -40,6 +41,16 @@ inline uint32_t throws_on_bad(const int&, const std::string& v) {
   if (v == "bad") throw std::runtime_error("weigher refuses \"bad\"");
   return 1;
 }
+
+// An Eq for int keys that throws std::runtime_error once armed: the next `eq_throws_left`
+// comparisons throw. For the paths that look a key up where nothing else can fail.
+inline std::atomic<int> eq_throws_left{0};
+struct ArmedEq {
+  bool operator()(int a, int b) const {
+    if (eq_throws_left.load() > 0 && eq_throws_left.fetch_sub(1) > 0) throw std::runtime_error("eq");
+    return a == b;
+  }
+};
 
 // Runs `scenario` on a thread of its own and waits at most `timeout` for it: a deadlock then
 // fails the test instead of hanging the suite. On a timeout the thread stays blocked,

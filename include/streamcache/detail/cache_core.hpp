@@ -575,6 +575,9 @@ class CacheCore {
     // kCompute only, under the shard lock: whether a write or removal of the key came
     // since compute() last read it.
     bool conflict = false;
+    // The thread that leads the load, set by claim_load() before the flight is shared
+    // (under the shard lock): a caller on that thread must not wait for it.
+    std::thread::id leader;
   };
 
   /// Returns the cached value, or joins or leads the load of `key`. `run(flight)` is
@@ -601,6 +604,9 @@ class CacheCore {
     const Claim claim = claim_load(key, h, kind, hit, flight);
     if (claim == Claim::kHit) return nullptr;
     if (claim == Claim::kJoined) {
+      if (flight->leader == std::this_thread::get_id()) {
+        throw std::logic_error("streamcache: a load of a key this thread is loading (it would wait for itself)");
+      }
       flight->done.wait(false, std::memory_order_acquire);  // acquire: pairs with end_flight()'s release
       return flight;
     }
@@ -625,7 +631,8 @@ class CacheCore {
   /// refusal (see ComputingKey) comes before the first claim; the flights it leads end
   /// before any notification is delivered or maintenance runs; and the flights it joined
   /// are waited for last. Two bulk loads of overlapping keys thus never wait for each
-  /// other in a cycle. Throws, once every flight it leads has ended: what `load_missing`
+  /// other in a cycle. A joined flight that this thread leads (a loader further up the
+  /// stack) fails its key with std::logic_error instead of a wait for itself. Throws, once every flight it leads has ended: what `load_missing`
   /// threw (then the failure of each of its keys), else the first failure in `keys`
   /// order, else the first extra pair's.
   template <class LoadMissing>
@@ -693,18 +700,21 @@ class CacheCore {
             (!std::is_reference_v<Loaded> && !std::ranges::view<std::remove_cvref_t<Loaded>>);
         auto&& loaded = load_missing(std::span<const K>(missing));
         for (auto&& [k, v] : loaded) {
+          // Nor through an element that holds its value by reference (a proxy such as
+          // std::tuple<const K&, V&> refers to the loader's storage, even as a prvalue).
+          constexpr bool kMoveValue = kMayMove && !std::is_reference_v<decltype(v)>;
           const uint64_t h = hash_key(k);
           auto at = std::lower_bound(by_hash.begin(), by_hash.end(), h,
                                      [&](size_t i, uint64_t x) { return led[i].h < x; });
           for (; at != by_hash.end() && led[*at].h == h && !eq_(missing[*at], k); ++at) {
           }
           if (at != by_hash.end() && led[*at].h == h) {
-            if constexpr (kMayMove) {
+            if constexpr (kMoveValue) {
               led[*at].flight->value = std::move(v);  // a key the loader returned twice: the last wins
             } else {
               led[*at].flight->value = v;
             }
-          } else if constexpr (kMayMove) {
+          } else if constexpr (kMoveValue) {
             extra.emplace_back(k, std::move(v));
           } else {
             extra.emplace_back(k, v);
@@ -737,6 +747,16 @@ class CacheCore {
     };
     for (const Wait& w : led) collect(w);
     for (const Wait& w : joined) {
+      // A flight an outer frame of this thread leads (a listener delivered by its loader's
+      // own cache calls): it cannot end while we wait.
+      if (!w.flight->done.load(std::memory_order_acquire) && w.flight->leader == std::this_thread::get_id()) {
+        if (w.index < first_error_at) {
+          first_error = std::make_exception_ptr(
+              std::logic_error("streamcache: a load of a key this thread is loading (it would wait for itself)"));
+          first_error_at = w.index;
+        }
+        continue;
+      }
       w.flight->done.wait(false, std::memory_order_acquire);  // acquire: pairs with end_flight()'s release
       collect(w);
     }
@@ -1200,7 +1220,9 @@ class CacheCore {
       {
         WriterLock<SharedMutex> lock(s.mu);
         std::shared_ptr<Flight>& slot = s.loading[key][kCompute];
-        if (!slot) {
+        // A done turn left in its slot (see end_compute_turn_locked()) is over.
+        // acquire: pairs with the release of end_compute_turn_locked()'s seq_cst store.
+        if (!slot || slot->done.load(std::memory_order_acquire)) {
           slot = mine;
           return mine;
         }
@@ -1211,8 +1233,13 @@ class CacheCore {
   }
 
   /// Ends a turn and wakes the computes waiting for it (they take the shard lock next).
+  /// Does not throw (it runs in a destructor too): if the key's Hash or Eq throws, the
+  /// turn stays in its slot, done, which take_compute_turn() replaces.
   void end_compute_turn_locked(Shard& s, const K& key, Flight& turn) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu) {
-    clear_flight_locked(s, key, kCompute);
+    try {
+      clear_flight_locked(s, key, kCompute);
+    } catch (...) {
+    }
     turn.done.store(true);
     turn.done.notify_all();
   }
@@ -1306,6 +1333,7 @@ class CacheCore {
           claim = Claim::kJoined;
         } else {
           slot = flight = std::make_shared<Flight>();
+          flight->leader = std::this_thread::get_id();
           claim = Claim::kLed;
         }
       }
