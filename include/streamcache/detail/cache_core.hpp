@@ -580,6 +580,24 @@ class CacheCore {
     std::thread::id leader;
   };
 
+  /// Whether a Shard::loading slot holds a flight still under way. One that is done may be
+  /// left in its slot when the key's Hash or Eq threw as it ended (end_flight(),
+  /// end_compute_turn_locked()); it is replaced, not joined.
+  static bool in_flight(const std::shared_ptr<Flight>& slot) {
+    // acquire: pairs with the release (or seq_cst) store of done that ended the flight.
+    return slot && !slot->done.load(std::memory_order_acquire);
+  }
+
+  /// Whether waiting for `flight` would wait for the calling thread itself: it leads that
+  /// flight further up its stack (a loader loading its own key, or a listener its writes
+  /// reach doing so). Callers throw (or fail the key with) self_wait_error() instead.
+  static bool would_wait_for_itself(const Flight& flight) {
+    return flight.leader == std::this_thread::get_id() && !flight.done.load(std::memory_order_acquire);
+  }
+  static std::logic_error self_wait_error() {
+    return std::logic_error("streamcache: a load of a key this thread is loading (it would wait for itself)");
+  }
+
   /// Returns the cached value, or joins or leads the load of `key`. `run(flight)` is
   /// called on the leader, outside any lock, and must set flight.value on success or
   /// flight.error / flight.status on failure (no value and no error = nullopt).
@@ -604,9 +622,7 @@ class CacheCore {
     const Claim claim = claim_load(key, h, kind, hit, flight);
     if (claim == Claim::kHit) return nullptr;
     if (claim == Claim::kJoined) {
-      if (flight->leader == std::this_thread::get_id()) {
-        throw std::logic_error("streamcache: a load of a key this thread is loading (it would wait for itself)");
-      }
+      if (would_wait_for_itself(*flight)) throw self_wait_error();
       flight->done.wait(false, std::memory_order_acquire);  // acquire: pairs with end_flight()'s release
       return flight;
     }
@@ -632,9 +648,10 @@ class CacheCore {
   /// before any notification is delivered or maintenance runs; and the flights it joined
   /// are waited for last. Two bulk loads of overlapping keys thus never wait for each
   /// other in a cycle. A joined flight that this thread leads (a loader further up the
-  /// stack) fails its key with std::logic_error instead of a wait for itself. Throws, once every flight it leads has ended: what `load_missing`
-  /// threw (then the failure of each of its keys), else the first failure in `keys`
-  /// order, else the first extra pair's.
+  /// stack) fails its key with std::logic_error instead of a wait for itself.
+  /// Throws, once every flight it leads has ended: what `load_missing` threw (then the
+  /// failure of each of its keys), else the first failure in `keys` order, else the
+  /// first extra pair's.
   template <class LoadMissing>
   std::vector<std::optional<V>> load_all(std::span<const K> keys, LoadMissing&& load_missing) {
     static_assert(std::is_invocable_v<LoadMissing&, std::span<const K>>,
@@ -747,12 +764,9 @@ class CacheCore {
     };
     for (const Wait& w : led) collect(w);
     for (const Wait& w : joined) {
-      // A flight an outer frame of this thread leads (a listener delivered by its loader's
-      // own cache calls): it cannot end while we wait.
-      if (!w.flight->done.load(std::memory_order_acquire) && w.flight->leader == std::this_thread::get_id()) {
+      if (would_wait_for_itself(*w.flight)) {
         if (w.index < first_error_at) {
-          first_error = std::make_exception_ptr(
-              std::logic_error("streamcache: a load of a key this thread is loading (it would wait for itself)"));
+          first_error = std::make_exception_ptr(self_wait_error());
           first_error_at = w.index;
         }
         continue;
@@ -1220,9 +1234,7 @@ class CacheCore {
       {
         WriterLock<SharedMutex> lock(s.mu);
         std::shared_ptr<Flight>& slot = s.loading[key][kCompute];
-        // A done turn left in its slot (see end_compute_turn_locked()) is over.
-        // acquire: pairs with the release of end_compute_turn_locked()'s seq_cst store.
-        if (!slot || slot->done.load(std::memory_order_acquire)) {
+        if (!in_flight(slot)) {
           slot = mine;
           return mine;
         }
@@ -1234,7 +1246,7 @@ class CacheCore {
 
   /// Ends a turn and wakes the computes waiting for it (they take the shard lock next).
   /// Does not throw (it runs in a destructor too): if the key's Hash or Eq throws, the
-  /// turn stays in its slot, done, which take_compute_turn() replaces.
+  /// turn stays in its slot, done (see in_flight()).
   void end_compute_turn_locked(Shard& s, const K& key, Flight& turn) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu) {
     try {
       clear_flight_locked(s, key, kCompute);
@@ -1308,8 +1320,8 @@ class CacheCore {
   /// The look under the shard lock that decides a load: a live value (a hit after all,
   /// put in `hit`: loaded by someone since the caller's first look, and a read like any
   /// other for time-to-idle and the Expiry hook), or the key's flight of `kind` to join,
-  /// or a new one the caller leads and must end (finish_load(), end_flight()). Counts the hit or
-  /// miss (see load()).
+  /// or a new one the caller leads and must end (finish_load(), end_flight()). Counts
+  /// the hit or miss (see load()).
   Claim claim_load(const K& key, uint64_t h, LoadKind kind, std::optional<V>& hit, std::shared_ptr<Flight>& flight) {
     Shard& s = shard_for(h);
     Claim claim = Claim::kHit;
@@ -1326,9 +1338,7 @@ class CacheCore {
       } else {
         stats_->add(kMisses);
         auto& slot = s.loading[key][kind];
-        // A done flight left in its slot (see end_flight()) is over: replaced, not joined.
-        // acquire: pairs with end_flight()'s release store.
-        if (slot && !slot->done.load(std::memory_order_acquire)) {
+        if (in_flight(slot)) {
           flight = slot;
           claim = Claim::kJoined;
         } else {
@@ -1375,8 +1385,7 @@ class CacheCore {
       WriterLock<SharedMutex> lock(s.mu);
       clear_flight_locked(s, key, kind);
     } catch (...) {
-      // The key's Hash or Eq threw: the slot keeps this flight, done, which claim_load()
-      // treats as no flight and replaces.
+      // The key's Hash or Eq threw: the slot keeps this flight, done (see in_flight()).
     }
     flight.done.store(true, std::memory_order_release);  // release: publishes the outcome to the waiters' acquire
     flight.done.notify_all();
