@@ -33,6 +33,19 @@ TEST(ReadEpoch, CoverageWrapsAroundTheCycle) {
   EXPECT_FALSE(stamp_covers(ahead, 253));
 }
 
+TEST(ReadEpoch, AStampCoversExactlyTheEpochsFromItsOwnBackToTheOnesItWasStampedAheadFrom) {
+  for (int epoch = 1; epoch <= 255; ++epoch) {
+    for (int stamp = 1; stamp <= 255; ++stamp) {
+      bool stamped_ahead_from_here = false;
+      for (uint32_t k = 0; k < kMaxEpochsAhead; ++k) {
+        stamped_ahead_from_here = stamped_ahead_from_here || epoch_after(static_cast<uint8_t>(epoch), k) == stamp;
+      }
+      ASSERT_EQ(stamp_covers(static_cast<uint8_t>(stamp), static_cast<uint8_t>(epoch)), stamped_ahead_from_here)
+          << "stamp " << stamp << ", epoch " << epoch;
+    }
+  }
+}
+
 TEST(ReadEpoch, ANeverAppliedNodeIsCoveredByNoEpoch) {
   for (int e = 1; e <= 255; ++e) EXPECT_FALSE(stamp_covers(0, static_cast<uint8_t>(e))) << e;
 }
