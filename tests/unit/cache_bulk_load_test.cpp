@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -210,6 +211,50 @@ TEST(CacheBulkLoad, AValueTheCacheRefusesFailsItsKeyAndTheOthersAreStillCached) 
   EXPECT_EQ(cache.get(3), "good");
   EXPECT_EQ(cache.stats().load_successes, 2u);
   EXPECT_EQ(cache.stats().load_failures, 1u);
+}
+
+// A ManualClock that runs `hook` at its `fire_at`-th reading (not from inside the hook):
+// a way to act between two steps of a call that reads the clock at each.
+struct HookedClock : Clock {
+  std::shared_ptr<ManualClock> base = std::make_shared<ManualClock>();
+  int fire_at = -1;
+  std::function<void()> hook;
+  mutable int readings = 0;
+  mutable bool inside = false;
+  time_point now() const override {
+    if (!inside && ++readings == fire_at) {
+      inside = true;
+      hook();
+      inside = false;
+    }
+    return base->now();
+  }
+};
+
+struct RefusesReadsOf2 : Expiry<int, std::string> {
+  std::optional<Clock::duration> expire_after_read(const int& key, const std::string&, Clock::time_point,
+                                                   std::optional<Clock::duration>) override {
+    if (key == 2) throw std::runtime_error("expire_after_read refuses key 2");
+    return std::nullopt;
+  }
+};
+
+// Found by a review: a key found cached when its claim looked under the lock, whose read
+// then failed (its Expiry hook threw), failed the flights already claimed for other keys,
+// and so every caller that had joined them.
+TEST(CacheBulkLoad, AKeyWhoseClaimFailsFailsAloneNotTheKeysClaimedBeforeIt) {
+  auto clock = std::make_shared<HookedClock>();
+  auto cache = StringCache::builder().expiry(std::make_shared<RefusesReadsOf2>()).clock(clock).build();
+  // get_all({1, 2}) reads the clock to look up 1, to look up 2, to claim 1 and to claim 2:
+  // key 2 is written between its look-up (missing) and its claim (found, its read refused).
+  clock->fire_at = 4;
+  clock->hook = [&] { cache.insert(2, "two"); };
+  Recorder loads;
+  EXPECT_THROW(cache.get_all({1, 2}, loads.loader()), std::runtime_error);
+  EXPECT_EQ(loads.calls, (std::vector<std::vector<int>>{{1}}));
+  EXPECT_EQ(cache.get(1), "v1") << "key 1's load must not fail with key 2's error";
+  EXPECT_EQ(cache.stats().load_successes, 1u);
+  EXPECT_EQ(cache.stats().load_failures, 0u);
 }
 
 TEST(CacheBulkLoad, ARefusedExtraPairPropagatesAfterEveryOtherPairIsCached) {

@@ -490,6 +490,32 @@ TEST_F(ExpiryFixture, LongDeadlinesAndLargeClockJumps) {
   EXPECT_EQ(cache.entry_count(), 0u);
 }
 
+struct NoDeadline : Expiry<int, std::string> {};  // every hook: nullopt, no per-entry deadline
+
+// The clock at its largest time point is still a time at which an entry without a deadline
+// lives (found by a review: "never" is INT64_MAX ns, and `now >= deadline` expired it there).
+TEST_F(ExpiryFixture, EntriesWithoutADeadlineOutliveTheClocksLargestTime) {
+  auto cache = StringCache::builder()
+                   .expiry(std::make_shared<NoDeadline>())
+                   .clock(clock)
+                   .eviction_listener(removals.listener())
+                   .build();
+  cache.insert(1, "one");
+  clock->advance(Clock::duration::max() - clock->now().time_since_epoch());
+  EXPECT_EQ(cache.get(1), "one");
+  EXPECT_TRUE(cache.contains_key(1));
+  cache.run_pending_tasks();
+  EXPECT_EQ(cache.entry_count(), 1u);
+  EXPECT_TRUE(removals.calls.empty());
+}
+
+TEST_F(ExpiryFixture, TimeToLiveOfDurationMaxOutlivesTheClocksLargestTime) {
+  auto cache = StringCache::builder().time_to_live(Clock::duration::max()).clock(clock).build();
+  cache.insert(1, "one");
+  clock->advance(Clock::duration::max() - clock->now().time_since_epoch());
+  EXPECT_EQ(cache.get(1), "one");
+}
+
 // ---- Loaders --------------------------------------------------------------------------
 
 TEST(CacheLoader, GetWithLoadsOnceAndCaches) {

@@ -195,22 +195,65 @@ TEST(TimerWheel, PastDeadlinesGoToTheNextAdvance) {
   cache.schedule(2, now - 3 * kSecond);
   cache.schedule(3, now - 10 * kYear);
   cache.schedule(4, kMin);
-  // Same time again: the wheel's time does not move, the due nodes still go.
-  EXPECT_THAT(cache.advance(now), ElementsAre(0u, 1u, 2u, 3u, 4u));
+  // Same time again: the wheel's time does not move, the due nodes still go, in
+  // deadline order.
+  EXPECT_THAT(cache.advance(now), ElementsAre(4u, 3u, 2u, 1u, 0u));
   EXPECT_EQ(cache.wheel().size(), 0u);
 }
 
-TEST(TimerWheel, NodeInCurrentFinestBucketIsHandedOverUntilDue) {
-  // Level 0 buckets do not know the deadline within their ~1 ms, so the
-  // current one is offered on every advance; the cache keeps it until due.
+TEST(TimerWheel, NodeInCurrentFinestTickIsHandedOverOnlyWhenDue) {
   const int64_t aligned = int64_t{1} << 40;
   FakeCache cache(1, aligned);
   const int64_t d = aligned + (int64_t{1} << Wheel::kFinestShift) - 1;  // last ns of the current tick
   cache.schedule(0, d);
   EXPECT_THAT(cache.advance(aligned + 10), IsEmpty());
-  EXPECT_THAT(cache.advance(aligned + 20), IsEmpty());
-  EXPECT_EQ(cache.finest_passes(0), 2);
+  EXPECT_THAT(cache.advance(d - 1), IsEmpty());
+  EXPECT_EQ(cache.finest_passes(0), 0);
   EXPECT_THAT(cache.advance(d), ElementsAre(0u));
+}
+
+// Found by a review: the current finest bucket was handed over whole on every
+// advance, so n entries written within one tick, with maintenance after each,
+// cost O(n^2) hand-overs (20000 inserts with a 100 us time-to-live, 10 s).
+TEST(TimerWheel, AdvancesWithinOneTickHandOverEachNodeOnceAtItsDeadline) {
+  constexpr NodeId kNodes = 2000;
+  const int64_t aligned = int64_t{1} << 40;
+  FakeCache cache(kNodes, aligned);
+  std::mt19937_64 rng(11);
+  std::vector<int64_t> deadlines(kNodes);
+  int64_t now = aligned;
+  for (NodeId id = 0; id < kNodes; ++id) {
+    // Within the current tick, in no particular order, each scheduled between two
+    // advances to the same time (a stopped clock).
+    deadlines[id] = aligned + 1 + static_cast<int64_t>(rng() % ((int64_t{1} << Wheel::kFinestShift) - 2));
+    cache.schedule(id, deadlines[id]);
+    EXPECT_THAT(cache.advance(now), IsEmpty());
+  }
+  std::vector<NodeId> handed;
+  for (int step = 1; step <= 100; ++step) {
+    now = aligned + step * ((int64_t{1} << Wheel::kFinestShift) / 100);
+    for (NodeId id : cache.advance(now)) handed.push_back(id);
+  }
+  for (NodeId id : cache.advance(aligned + (int64_t{1} << Wheel::kFinestShift))) handed.push_back(id);
+  EXPECT_EQ(handed.size(), size_t{kNodes});
+  for (size_t i = 1; i < handed.size(); ++i) {
+    ASSERT_LE(deadlines[handed[i - 1]], deadlines[handed[i]]) << "hand-over " << i << " out of deadline order";
+  }
+  for (NodeId id = 0; id < kNodes; ++id) EXPECT_EQ(cache.finest_passes(id), 0) << id;
+}
+
+TEST(TimerWheel, NodeMovedWithinTheCurrentTickIsHandedOverAtMostOnceEarly) {
+  const int64_t aligned = int64_t{1} << 40;
+  FakeCache cache(2, aligned);
+  cache.schedule(0, aligned + 100);
+  cache.schedule(0, aligned + 300);  // its first heap entry is now stale
+  cache.schedule(1, aligned + 200);
+  cache.deschedule(1);               // likewise, and the node is gone
+  EXPECT_THAT(cache.advance(aligned + 250), IsEmpty());
+  EXPECT_LE(cache.finest_passes(0), 1);
+  EXPECT_FALSE(cache.live(1));
+  EXPECT_THAT(cache.advance(aligned + 300), ElementsAre(0u));
+  EXPECT_EQ(cache.wheel().size(), 0u);
 }
 
 TEST(TimerWheel, SchedulingAgainMovesTheNode) {

@@ -689,9 +689,15 @@ class CacheCore {
         refuse_inside_own_compute(keys[i], hash_key(keys[i]));
       }
     }
-    try {
-      for (size_t i = 0; i < keys.size(); ++i) {
-        if (found[i]) continue;
+    // A key whose claim throws (its hash, its copy, or its read when the claim finds it
+    // cached: the Expiry hook or V's copy) fails alone, like a refused value: the flights
+    // claimed before it are other callers' loads too. The first such key, in `keys` order
+    // (the loop's), is the one whose error the call may throw (see first_error below).
+    std::exception_ptr claim_error;
+    size_t claim_error_at = keys.size();
+    for (size_t i = 0; i < keys.size(); ++i) {
+      if (found[i]) continue;
+      try {
         const uint64_t h = hash_key(keys[i]);
         missing.push_back(keys[i]);  // before the claim: a key copy that throws leaves no flight open
         std::shared_ptr<Flight> flight;
@@ -702,7 +708,16 @@ class CacheCore {
         }
         missing.pop_back();
         if (claim == Claim::kJoined) joined.push_back(Wait{i, h, std::move(flight)});
+      } catch (...) {
+        if (missing.size() > led.size()) missing.pop_back();  // missing[i] is led[i]'s key
+        found[i].reset();
+        if (!claim_error) {
+          claim_error = std::current_exception();
+          claim_error_at = i;
+        }
       }
+    }
+    try {
       if (!led.empty()) {
         // led is in `keys` order, not by hash: index it to match the loader's pairs.
         std::vector<size_t> by_hash(led.size());
@@ -753,8 +768,8 @@ class CacheCore {
         if (!extra_error) extra_error = std::current_exception();
       }
     }
-    std::exception_ptr first_error;
-    size_t first_error_at = keys.size();
+    std::exception_ptr first_error = claim_error;
+    size_t first_error_at = claim_error_at;
     const auto collect = [&](const Wait& w) {
       if (w.flight->error && w.index < first_error_at) {
         first_error = w.flight->error;
@@ -1073,7 +1088,10 @@ class CacheCore {
 
   // ---- Time ----------------------------------------------------------------------------
 
-  int64_t now_ns() const { return clock_->now().time_since_epoch().count(); }
+  /// The clock, in ns, below kNever: an entry without a deadline has kNever as its
+  /// deadline, and a clock at its largest time point (a ManualClock advanced to it, or a
+  /// user's clock returning time_point::max()) would otherwise expire it.
+  int64_t now_ns() const { return std::min(clock_->now().time_since_epoch().count(), kNever - 1); }
   static Clock::time_point to_time(int64_t ns) { return Clock::time_point(Clock::duration(ns)); }
 
   /// The earliest of the node's deadlines. relaxed loads: the timestamps are written under

@@ -2,10 +2,13 @@
 // expiry for nodes addressed by 32-bit ids. See docs/notes/timer_wheel.md.
 #pragma once
 
+#include <algorithm>
 #include <bit>
 #include <cassert>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
+#include <new>
 #include <utility>
 #include <vector>
 
@@ -18,8 +21,9 @@ struct TimerWheelHook {
   static constexpr uint16_t kNotScheduled = 0xFFFF;
 
   ListHook links;
-  /// Which list holds the node: `level * 64 + index` for the levels, then the
-  /// overflow list, then the wheel's pending list (during advance()).
+  /// Where the node is: `level * 64 + index` for the levels' lists, then the
+  /// overflow list, the wheel's pending list (during advance()), and its heap of
+  /// deadlines in the current finest tick.
   uint16_t bucket = kNotScheduled;
 };
 static_assert(sizeof(TimerWheelHook) <= 12, "the hook is part of every cache entry");
@@ -37,24 +41,36 @@ static_assert(sizeof(TimerWheelHook) <= 12, "the hook is part of every cache ent
 ///
 /// Time is cut into "ticks" per level: tick_L(t) = t >> shift(L). A node with
 /// deadline d lives at the finest level L where tick_L(d) - tick_L(now) < 64,
-/// in bucket tick_L(d) mod 64. Invariants between calls (now = now()):
-///   - level 0 holds ticks in [tick_0(now), tick_0(now) + 63]; deadlines already
-///     due when scheduled go to the current bucket, tick_0(now);
-///   - level L >= 1 holds ticks in (tick_L(now), tick_L(now) + 63], so a bucket
-///     never mixes two laps of its level;
+/// in bucket tick_L(d) mod 64, unless tick_0(d) <= tick_0(now): deadlines in the
+/// current finest tick, or already due, go to a min-heap of (deadline, node).
+/// Invariants between calls (now = now()):
+///   - level L holds ticks in (tick_L(now), tick_L(now) + 63], so a bucket never
+///     mixes two laps of its level (level 0's current bucket, tick_0(now), is
+///     empty but for the heap's fallback, below);
+///   - the heap holds every node scheduled with tick_0(d) <= tick_0(now);
 ///   - the overflow list holds deadlines with tick_6(d) > tick_6(now).
-/// advance(t) takes every bucket whose tick lies in (tick_L(now), tick_L(t)]
-/// (level 0: [tick_0(now), tick_0(t)], the current bucket being re-examined
-/// because it may hold deadlines in (now, t]), and the overflow list when
-/// tick_6 moves. Any node with deadline <= t is in one of those buckets.
+/// advance(t) takes every bucket whose tick lies in (tick_L(now), tick_L(t)],
+/// the overflow list when tick_6 moves, and the heap's deadlines <= t. Any node
+/// with deadline <= t is in one of those.
 ///
-/// The wheel does not store deadlines: a node taken from a coarse bucket is
-/// handed to `on_due`, which either expires it or schedules it again at its
-/// real deadline, which then lands on a strictly finer level (its deadline and
-/// the new time share the coarse tick). Hence each node is handed over early at
-/// most once per level it passes through (5), plus once per 2^56 ns (~2.3
-/// years) spent in overflow, plus once per advance() while its deadline lies in
-/// the current finest bucket (< 1.05 ms before it is due).
+/// The heap is why a deadline in the current tick costs one hand-over: the
+/// lists cannot tell deadlines apart within their 1.05 ms, and a current bucket
+/// re-taken whole by every advance() cost O(its size) per advance, quadratic
+/// when many entries with short lifetimes were written within one tick (found
+/// by a review: 20000 inserts with a 100 us time-to-live on a stopped clock took
+/// 10 s). Heap entries are left behind when their node is descheduled or moved
+/// (the node's `bucket` then no longer says kHeap and the entry is skipped); a
+/// node moved back into the heap may be handed over once early, at its stale
+/// entry's deadline. If the heap cannot grow (std::bad_alloc) the node goes to
+/// the current level-0 bucket instead, which every advance() takes whole, as
+/// before the heap.
+///
+/// The wheel stores no deadlines in its lists: a node taken from a coarse
+/// bucket is handed to `on_due`, which either expires it or schedules it again
+/// at its real deadline, which then lands on a strictly finer level or in the
+/// heap (its deadline and the new time share the coarse tick). Hence each node
+/// is handed over early at most once per level it passes through (6), plus once
+/// per 2^56 ns (~2.3 years) spent in overflow, plus once per stale heap entry.
 ///
 /// Not thread-safe: the cache drives it under its maintenance lock.
 template <class HookOf>  // HookOf: cheap copyable callable NodeId -> TimerWheelHook&
@@ -63,8 +79,8 @@ class TimerWheel {
   static constexpr int kLevels = 6;
   static constexpr int kBucketBits = 6;
   static constexpr int kBuckets = 1 << kBucketBits;
-  /// Level 0 buckets span 2^20 ns ~ 1.05 ms: fine enough that the current
-  /// bucket (whose nodes are handed over on every advance) stays small.
+  /// Level 0 buckets span 2^20 ns ~ 1.05 ms; deadlines within the current one
+  /// are kept in the heap, in deadline order.
   static constexpr int kFinestShift = 20;
   /// log2 of the span of one bucket of `level`; shift(kLevels) is the span of
   /// the overflow list's tick.
@@ -79,15 +95,27 @@ class TimerWheel {
   /// Schedules `id` to be handed over by the first advance() to a time >=
   /// `deadline_ns`, moving it if it is already scheduled. O(1).
   void schedule(NodeId id, int64_t deadline_ns) {
+    uint16_t bucket = bucket_for(deadline_ns);
+    if (bucket == kHeap) {
+      // First, so that a failure to grow leaves the wheel as it was: the node
+      // then goes to the current level-0 bucket (see the class comment).
+      try {
+        heap_.emplace_back(deadline_ns, id);
+        std::push_heap(heap_.begin(), heap_.end(), std::greater<>());
+      } catch (const std::bad_alloc&) {
+        bucket = static_cast<uint16_t>((now_ >> shift(0)) & kIndexMask);
+      }
+    }
     TimerWheelHook& h = hook_of_(id);
     if (h.bucket == TimerWheelHook::kNotScheduled) {
       ++size_;
     } else {
       unlink(id, h);
     }
-    const uint16_t bucket = bucket_for(deadline_ns);
-    lists_[bucket].push_back(id);
-    if (bucket != kOverflow) occupied_[bucket >> kBucketBits] |= uint64_t{1} << (bucket & kIndexMask);
+    if (bucket != kHeap) {
+      lists_[bucket].push_back(id);
+      if (bucket != kOverflow) occupied_[bucket >> kBucketBits] |= uint64_t{1} << (bucket & kIndexMask);
+    }
     h.bucket = bucket;
   }
 
@@ -146,6 +174,11 @@ class TimerWheel {
   void clear() {
     for (List& list : lists_) clear_list(list);
     clear_list(pending_);
+    for (const auto& [deadline, id] : heap_) {
+      TimerWheelHook& h = hook_of_(id);
+      if (h.bucket == kHeap) h.bucket = TimerWheelHook::kNotScheduled;
+    }
+    release_heap();
     for (uint64_t& bits : occupied_) bits = 0;
     size_ = 0;
   }
@@ -160,8 +193,11 @@ class TimerWheel {
 
   static constexpr uint16_t kOverflow = kLevels * kBuckets;
   static constexpr uint16_t kPending = kOverflow + 1;
+  static constexpr uint16_t kHeap = kPending + 1;
   static constexpr int64_t kIndexMask = kBuckets - 1;
-  static_assert(kPending < TimerWheelHook::kNotScheduled);
+  static_assert(kHeap < TimerWheelHook::kNotScheduled);
+  // An emptied heap keeps up to this many entries' worth of memory.
+  static constexpr size_t kHeapKeptCapacity = 1024;
   static_assert(shift(kLevels) < 63, "the overflow tick must be a real shift of int64");
 
   uint16_t bucket_for(int64_t deadline_ns) const {
@@ -171,9 +207,9 @@ class TimerWheel {
       const int64_t now_tick = now_ >> shift(level);
       int64_t tick = deadline_ns >> shift(level);
       if (tick - now_tick < kBuckets) {
-        // Only possible at level 0: a deadline already in the current tick or
-        // past goes to the current bucket, which the next advance() takes.
-        if (tick < now_tick) tick = now_tick;
+        // Only possible at level 0: a deadline in the current tick or past goes
+        // to the heap, from which the first advance() to a time >= it takes it.
+        if (tick <= now_tick) return kHeap;
         return static_cast<uint16_t>(level * kBuckets + (tick & kIndexMask));
       }
     }
@@ -184,6 +220,7 @@ class TimerWheel {
 
   void unlink(NodeId id, const TimerWheelHook& h) {
     const uint16_t bucket = h.bucket;
+    if (bucket == kHeap) return;  // its heap entry is skipped once the hook says otherwise
     List& list = list_of(bucket);
     list.remove(id);
     if (bucket < kOverflow && list.empty()) {
@@ -192,9 +229,34 @@ class TimerWheel {
   }
 
   void take_due(int64_t to) {
+    // The heap first: its deadlines are in ticks before those of the lists'
+    // buckets taken below. Deadlines <= to, in deadline order; an entry whose node
+    // is no longer in the heap (moved, descheduled, or already taken through
+    // another entry) is skipped.
+    while (!heap_.empty() && heap_.front().first <= to) {
+      const NodeId id = heap_.front().second;
+      std::pop_heap(heap_.begin(), heap_.end(), std::greater<>());
+      heap_.pop_back();
+      TimerWheelHook& h = hook_of_(id);
+      if (h.bucket != kHeap) continue;
+      h.bucket = kPending;
+      pending_.push_back(id);
+    }
+    if (heap_.empty() && heap_.capacity() > kHeapKeptCapacity) release_heap();
+    take_due_from_lists(to);
+  }
+
+  void release_heap() {
+    heap_.clear();
+    if (heap_.capacity() > kHeapKeptCapacity) std::vector<std::pair<int64_t, NodeId>>().swap(heap_);
+  }
+
+  void take_due_from_lists(int64_t to) {
     for (int level = 0; level < kLevels; ++level) {
       const int64_t from_tick = now_ >> shift(level);
       const int64_t to_tick = to >> shift(level);
+      // Level 0 takes its current bucket too: empty unless the heap could not
+      // grow (see the class comment), and then its nodes may be due.
       const int64_t first = level == 0 ? from_tick : from_tick + 1;
       // A level whose tick did not move has nothing due, nor has any coarser one.
       if (to_tick < first) return;
@@ -238,6 +300,9 @@ class TimerWheel {
   std::vector<List> lists_;
   // Nodes taken by the advance() in progress, not yet handed to on_due.
   List pending_;
+  // A min-heap (std::greater) of (deadline, node) for deadlines with
+  // tick_0(deadline) <= tick_0(now_); may hold stale entries (see take_due()).
+  std::vector<std::pair<int64_t, NodeId>> heap_;
 };
 
 }  // namespace streamcache::detail
