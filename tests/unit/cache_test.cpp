@@ -1153,6 +1153,80 @@ TEST(CacheRaces, ReaderWithAStaleClockNeverMovesTimeToIdleBackwards) {
   EXPECT_EQ(removals.count(RemovalCause::kExpired), 1u);
 }
 
+// Found by a review: a reader that read the clock before the idle deadline and reached the
+// entry after it found it live by its own reading, returned it and moved time-to-idle on,
+// so an entry that contains_key() and for_each() had just found expired came back, with no
+// write, and was never reported. A call that finds an entry expired now seals it.
+TEST(CacheRaces, AnEntryFoundExpiredStaysExpiredForReadersWithOlderClockReadings) {
+  auto clock = std::make_shared<PausingClock>();
+  Removals removals;
+  auto cache = StringCache::builder()
+                   .clock(clock)
+                   .time_to_idle(seconds(10))
+                   .eviction_listener(removals.listener())
+                   .build();
+  cache.insert(1, "one");
+  clock->advance(seconds(9));
+  std::optional<std::string> stale_read = "(not read)";
+  std::thread stale([&] {
+    PausingClock::pause_this_thread_at_call(1);
+    stale_read = cache.get(1);  // reads 9 s, then stalls before its shard lock
+  });
+  while (!clock->paused()) std::this_thread::yield();
+  clock->advance(seconds(2));  // 11 s: idle since 0 s, expired at 10 s
+  EXPECT_FALSE(cache.contains_key(1));
+  int visited = 0;
+  cache.for_each([&](const int&, const std::string&) { ++visited; });
+  EXPECT_EQ(visited, 0);
+  clock->release();
+  stale.join();
+  EXPECT_EQ(stale_read, std::nullopt) << "found expired at 11 s, returned by a read at 9 s that came after";
+  EXPECT_FALSE(cache.contains_key(1)) << "an entry found expired is live again, with no write";
+  EXPECT_EQ(cache.get(1), std::nullopt);
+  cache.run_pending_tasks();
+  EXPECT_EQ(cache.entry_count(), 0u);
+  EXPECT_EQ(removals.count(RemovalCause::kExpired), 1u);
+}
+
+// Every read's hook keeps the entry 10 s from the read: a per-entry deadline that readers
+// move, like time-to-idle.
+struct TenSecondsFromEachRead : Expiry<int, std::string> {
+  std::optional<Clock::duration> expire_after_create(const int&, const std::string&, Clock::time_point) override {
+    return seconds(10);
+  }
+  std::optional<Clock::duration> expire_after_read(const int&, const std::string&, Clock::time_point,
+                                                   std::optional<Clock::duration>) override {
+    return seconds(10);
+  }
+};
+
+TEST(CacheRaces, AnEntryFoundExpiredStaysExpiredWhenAStaleReadersExpiryHookWouldExtendIt) {
+  auto clock = std::make_shared<PausingClock>();
+  Removals removals;
+  auto cache = StringCache::builder()
+                   .clock(clock)
+                   .expiry(std::make_shared<TenSecondsFromEachRead>())
+                   .eviction_listener(removals.listener())
+                   .build();
+  cache.insert(1, "one");
+  clock->advance(seconds(9));
+  std::optional<std::string> stale_read = "(not read)";
+  std::thread stale([&] {
+    PausingClock::pause_this_thread_at_call(1);
+    stale_read = cache.get(1);
+  });
+  while (!clock->paused()) std::this_thread::yield();
+  clock->advance(seconds(2));
+  EXPECT_FALSE(cache.contains_key(1));
+  clock->release();
+  stale.join();
+  EXPECT_EQ(stale_read, std::nullopt);
+  EXPECT_FALSE(cache.contains_key(1));
+  cache.run_pending_tasks();
+  EXPECT_EQ(cache.entry_count(), 0u);
+  EXPECT_EQ(removals.count(RemovalCause::kExpired), 1u);
+}
+
 TEST(CacheRaces, GetWithThatFindsTheValueUnderTheLockCountsOneHitAndNoMiss) {
   // Caffeine's rule: each lookup counts exactly one hit or one miss. The value is inserted
   // between get_with's first look and its look under the shard lock: that is a hit.

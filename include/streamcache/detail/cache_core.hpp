@@ -58,6 +58,10 @@ struct CacheConfig {
 };
 
 inline constexpr int64_t kNever = std::numeric_limits<int64_t>::max();
+/// A time-to-idle or per-entry deadline that a call found passed and sealed, so that no
+/// reader extends it again (see CacheCore::expired_for_good()). Below every time now_ns()
+/// returns, so an entry with a sealed deadline is expired whenever it is looked at.
+inline constexpr int64_t kSealed = std::numeric_limits<int64_t>::min();
 
 struct Empty {};
 
@@ -227,11 +231,15 @@ class CacheCore {
       auto it = s.map.find(key, h);
       if (it != s.map.end()) {
         Node& n = node_in(s.arena, it->id);
-        found_expired = is_expired(it->id, now);
+        found_expired = expired_for_good(it->id, now);
         if (!found_expired) {
           result.emplace(n.value);
-          if (on_read_locked(it->id, n, now)) brought_forward = it->id;
-          if (applied_this_epoch(n)) {
+          const ReadOutcome read = on_read_locked(it->id, n, now);
+          if (read == ReadOutcome::kBroughtForward) brought_forward = it->id;
+          if (read == ReadOutcome::kFoundSealed) {
+            result.reset();
+            found_expired = true;
+          } else if (applied_this_epoch(n)) {
             skipped = true;
           } else {
             const uint64_t rec = read_record(it->id, h);
@@ -266,7 +274,7 @@ class CacheCore {
     const int64_t now = expires_ ? now_ns() : 0;
     ReaderLock lock(s.mu);
     auto it = s.map.find(key, h);
-    return it != s.map.end() && !is_expired(it->id, now);
+    return it != s.map.end() && !expired_for_good(it->id, now);
   }
 
   template <class F>
@@ -281,7 +289,7 @@ class CacheCore {
         ReaderLock lock(shard->mu);
         batch.reserve(shard->map.size());
         for (Slot slot : shard->map) {
-          if (is_expired(slot.id, now)) continue;
+          if (expired_for_good(slot.id, now)) continue;
           const Node& n = node(slot.id);
           batch.emplace_back(n.key, n.value);
         }
@@ -411,7 +419,7 @@ class CacheCore {
       Node& n = node(id);
       if (n.marker == MarkerKind::kEpoch) {
         if constexpr (Ext::kOrderEpochs) cursor.epoch = Ext::marker_epoch(n.extra);
-      } else if (n.marker == MarkerKind::kNone && !is_expired(id, now)) {
+      } else if (n.marker == MarkerKind::kNone && !expired_for_good(id, now)) {
         if (!visit(static_cast<const typename Ext::NodeExtra&>(n.extra), cursor.epoch, static_cast<const K&>(n.key),
                    static_cast<const V&>(n.value))) {
           cursor.done = true;
@@ -1088,10 +1096,10 @@ class CacheCore {
 
   // ---- Time ----------------------------------------------------------------------------
 
-  /// The clock, in ns, below kNever: an entry without a deadline has kNever as its
-  /// deadline, and a clock at its largest time point (a ManualClock advanced to it, or a
-  /// user's clock returning time_point::max()) would otherwise expire it.
-  int64_t now_ns() const { return std::min(clock_->now().time_since_epoch().count(), kNever - 1); }
+  /// The clock, in ns, strictly between kSealed and kNever: an entry without a deadline has
+  /// kNever as its deadline, and a clock at its largest time point (a ManualClock advanced
+  /// to it, or a user's clock returning time_point::max()) would otherwise expire it.
+  int64_t now_ns() const { return std::clamp(clock_->now().time_since_epoch().count(), kSealed + 1, kNever - 1); }
   static Clock::time_point to_time(int64_t ns) { return Clock::time_point(Clock::duration(ns)); }
 
   /// The earliest of the node's deadlines. relaxed loads: the timestamps are written under
@@ -1107,9 +1115,39 @@ class CacheCore {
   }
   bool is_expired(NodeId id, int64_t now) const { return expires_ && now >= deadline(id); }
 
+  /// is_expired(), and if so for good: a call that finds an entry expired seals the
+  /// deadlines that readers move (time-to-idle, the per-entry one) when they are what
+  /// expired it, so that no reader can bring the entry back by extending them. Without the
+  /// seal, a reader that read the clock before the deadline and reached the entry after
+  /// it (preempted in between) found it live by its own clock and moved time-to-idle on:
+  /// an entry that contains_key(), for_each() or get() had found expired was returned
+  /// again, with no write, and never reported (found by a review). A reader's extension
+  /// and a seal are compare-exchanges of the same word, so one of them comes first: the
+  /// seal (the reader then reports the entry absent, on_read_locked()) or the extension
+  /// (the deadline is then not passed, and the entry is live for this call too).
+  /// Time-to-live is never moved by readers: expired by it is for good already.
+  /// Costs nothing on the live path: the seal is attempted only once is_expired() holds.
+  bool expired_for_good(NodeId id, int64_t now) const {
+    if (!is_expired(id, now)) return false;
+    std::atomic<int64_t>* t = times(id);
+    // relaxed, here and below: the race is on each word alone (its modification order
+    // decides it); what the entry holds is published by the shard lock, as ever.
+    if (ttl_slot_ >= 0 && t[ttl_slot_].load(std::memory_order_relaxed) <= now) return true;
+    bool expired = false;
+    for (const int slot : {tti_slot_, custom_slot_}) {
+      if (slot < 0) continue;
+      int64_t d = t[slot].load(std::memory_order_relaxed);
+      while (d <= now && d != kSealed && !t[slot].compare_exchange_weak(d, kSealed, std::memory_order_relaxed)) {
+      }
+      expired = expired || d <= now;  // sealed now (d kept its passed value), or before
+    }
+    return expired;
+  }
+
   std::optional<Clock::duration> remaining(NodeId id, int64_t now) const {
     const int64_t d = times(id)[custom_slot_].load(std::memory_order_relaxed);  // relaxed: under the shard lock
     if (d == kNever) return std::nullopt;
+    if (d == kSealed) return Clock::duration::zero();  // sealed by another reader since ours looked
     return Clock::duration(d - now);
   }
 
@@ -1136,35 +1174,44 @@ class CacheCore {
   /// per-entry deadline any reader's value is a valid outcome; the last one to lower it (in
   /// the deadline's modification order) reschedules the wheel after its exchange, so the
   /// wheel never ends later than the deadline.
-  /// Returns true when the per-entry Expiry brought the deadline forward: the timer wheel
-  /// then has a later one and must be told (reschedule_now()).
-  bool on_read_locked(NodeId id, Node& n, int64_t now) {
-    if (!expires_) return false;
+  /// kBroughtForward: the per-entry Expiry brought the deadline forward, and the timer
+  /// wheel, which has a later one, must be told (reschedule_now()). kFoundSealed: another call
+  /// found the entry expired and sealed a deadline (expired_for_good()) since this reader
+  /// found it live by its own clock reading: the read reports the entry absent.
+  enum class ReadOutcome { kLive, kBroughtForward, kFoundSealed };
+  ReadOutcome on_read_locked(NodeId id, Node& n, int64_t now) {
+    if (!expires_) return ReadOutcome::kLive;
     std::atomic<int64_t>* t = times(id);
-    bool brought_forward = false;
+    ReadOutcome outcome = ReadOutcome::kLive;
     if (custom_slot_ >= 0) {
       auto d = config_.expiry->expire_after_read(n.key, n.value, to_time(now), remaining(id, now));
       if (d) {
         const int64_t after = deadline_after(now, d);
-        // An exchange, not a load then a store: each reader must compare with the value its
-        // own store replaced. With a separate load, a reader could miss that another had
-        // raised the deadline (and rescheduled the wheel to it) in between, and leave the
-        // wheel later than the deadline it stored (a review's reproducer: expired at 15 s,
-        // removed at 2000 s). relaxed: see deadline().
-        const int64_t before = t[custom_slot_].exchange(after, std::memory_order_relaxed);
-        brought_forward = after < before;
+        // A compare-exchange, not a load then a store: each reader must compare with the
+        // value its own store replaced. With a separate load, a reader could miss that
+        // another had raised the deadline (and rescheduled the wheel to it) in between, and
+        // leave the wheel later than the deadline it stored (a review's reproducer: expired
+        // at 15 s, removed at 2000 s). Never over a seal. relaxed: see deadline().
+        int64_t before = t[custom_slot_].load(std::memory_order_relaxed);
+        while (before != kSealed && !t[custom_slot_].compare_exchange_weak(before, after, std::memory_order_relaxed)) {
+        }
+        if (before == kSealed) return ReadOutcome::kFoundSealed;
+        if (after < before) outcome = ReadOutcome::kBroughtForward;
       }
     }
     if (tti_slot_ >= 0) {
       std::atomic<int64_t>& idle = t[tti_slot_];
       const int64_t after = saturating_add(now, config_.time_to_idle->count());
-      // A max, never a step back. relaxed: the deadline publishes nothing, and whoever acts on
-      // it (maintenance, a writer) holds the shard lock exclusively, which orders our store.
+      // A max, never a step back, and never over a seal. relaxed: the deadline publishes
+      // nothing, and whoever acts on it (maintenance, a writer) holds the shard lock
+      // exclusively, which orders our store.
       int64_t current = idle.load(std::memory_order_relaxed);
-      while (current < after && !idle.compare_exchange_weak(current, after, std::memory_order_relaxed)) {
+      while (current < after && current != kSealed &&
+             !idle.compare_exchange_weak(current, after, std::memory_order_relaxed)) {
       }
+      if (current == kSealed) return ReadOutcome::kFoundSealed;
     }
-    return brought_forward;
+    return outcome;
   }
 
   /// A read brought a per-entry deadline forward. The read buffer is lossy, so the wheel
@@ -1203,7 +1250,7 @@ class CacheCore {
   NodeId copy_live_locked(Shard& s, const K& key, uint64_t h, int64_t now, std::optional<V>& current)
       ABSL_SHARED_LOCKS_REQUIRED(s.mu) {
     auto it = s.map.find(key, h);
-    if (it == s.map.end() || is_expired(it->id, now)) return kNoNode;
+    if (it == s.map.end() || expired_for_good(it->id, now)) return kNoNode;
     current.emplace(node_in(s.arena, it->id).value);
     return it->id;
   }
@@ -1348,10 +1395,12 @@ class CacheCore {
       const int64_t now = expires_ ? now_ns() : 0;
       WriterLock<SharedMutex> lock(s.mu);
       auto it = s.map.find(key, h);
-      if (it != s.map.end() && !is_expired(it->id, now)) {
+      // Exclusive: no reader extends a deadline meanwhile (on_read_locked() finds none
+      // sealed), but the seal keeps readers with older clock readings from doing so later.
+      if (it != s.map.end() && !expired_for_good(it->id, now)) {
         Node& n = node(it->id);
         hit.emplace(n.value);
-        if (on_read_locked(it->id, n, now)) brought_forward = it->id;
+        if (on_read_locked(it->id, n, now) == ReadOutcome::kBroughtForward) brought_forward = it->id;
         stats_->add(kHits);
       } else {
         stats_->add(kMisses);
