@@ -85,8 +85,10 @@ class StreamingMap {
   /// Resumes after a disconnect: the mutations after `after_seq` (the last sequence the
   /// consumer processed), from the ring while it still holds them, otherwise recovered
   /// from the map (kResync / kRemove, or kReset and the whole state) whatever the lag
-  /// policy. Lag after the call follows the policy. Throws std::invalid_argument if
-  /// after_seq > last_seq().
+  /// policy. Lag after the call follows the policy. An after_seq below
+  /// StreamingMapOptions::initial_seq (a consumer of an earlier incarnation of a restarted
+  /// service, or 0 when it has nothing) gets kReset and the whole state: this map never had
+  /// the mutations in between. Throws std::invalid_argument if after_seq > last_seq().
   Generator<EventType> stream_from(uint64_t after_seq, std::stop_token stop = {}) {
     return events(core_->open_stream_from(after_seq), std::numeric_limits<size_t>::max(), std::move(stop));
   }

@@ -78,7 +78,7 @@ class Model {
 std::vector<std::pair<int, uint64_t>> walk(Core& core, size_t shard, HistoryCursor& cursor, size_t max = 1000) {
   std::vector<std::pair<int, uint64_t>> seen;
   while (!cursor.done) {
-    core.read_history(shard, cursor, max,
+    core.read_history(shard, cursor, max, Core::ExpiredEntries::kSkip,
                       [&](const OrderKeyExtension::NodeExtra& x, uint32_t epoch, const int& key, const int&) {
                         seen.emplace_back(key, full_key(x, epoch));
                         return true;
@@ -213,7 +213,7 @@ TEST(WriteOrderEpochs, PausedWalksSeeExactKeysWhileWritesReshuffleEpochs) {
         default:
           if (!walks.empty()) {
             Walk& w = walks[rng() % walks.size()];
-            core.read_history(w.shard, w.cursor, 1 + rng() % 3,
+            core.read_history(w.shard, w.cursor, 1 + rng() % 3, Core::ExpiredEntries::kSkip,
                               [&](const OrderKeyExtension::NodeExtra& x, uint32_t epoch, const int& k, const int&) {
                                 const auto it = model.current().find(k);
                                 EXPECT_NE(it, model.current().end()) << "visited removed key " << k;

@@ -382,17 +382,21 @@ class CacheCore {
     after_write(units);
   }
 
-  /// Reads up to `max` live entries of shard `shard` in write order, resuming where
-  /// `cursor` stands, under the shard's lock. `visit(extra, epoch, key, value)` returns
-  /// false to stop before that entry (the cursor stays in front of it and the walk is
-  /// done); `epoch` is the high half of the entry's order key with Ext::kOrderEpochs, else
-  /// 0. Expired entries are skipped. Sets cursor.done at the end of the list. Requires
-  /// Ext::kWriteOrder. Call release_history() when done with a cursor.
+  /// Whether a read_history() walk visits entries that have expired but are not removed
+  /// yet (maintenance has not run since their deadline).
+  enum class ExpiredEntries { kSkip, kVisit };
+
+  /// Reads up to `max` entries of shard `shard` in write order, resuming where `cursor`
+  /// stands, under the shard's lock. `visit(extra, epoch, key, value)` returns false to
+  /// stop before that entry (the cursor stays in front of it and the walk is done);
+  /// `epoch` is the high half of the entry's order key with Ext::kOrderEpochs, else 0.
+  /// Expired entries are visited or skipped as `expired` says. Sets cursor.done at the end
+  /// of the list. Requires Ext::kWriteOrder. Call release_history() when done with a cursor.
   template <class Visit>
-  size_t read_history(size_t shard, HistoryCursor& cursor, size_t max, Visit&& visit) {
+  size_t read_history(size_t shard, HistoryCursor& cursor, size_t max, ExpiredEntries expired, Visit&& visit) {
     static_assert(Ext::kWriteOrder, "read_history needs an extension that keeps write order");
     Shard& s = *shards_[shard];
-    const int64_t now = expires_ ? now_ns() : 0;
+    const int64_t now = expires_ && expired == ExpiredEntries::kSkip ? now_ns() : 0;
     WriterLock<SharedMutex> lock(s.mu);  // exclusive: moving the marker relinks the list
     NodeId id;
     NodeId last;  // the marker goes back right after this node (kNoNode: at the front)
@@ -419,7 +423,8 @@ class CacheCore {
       Node& n = node(id);
       if (n.marker == MarkerKind::kEpoch) {
         if constexpr (Ext::kOrderEpochs) cursor.epoch = Ext::marker_epoch(n.extra);
-      } else if (n.marker == MarkerKind::kNone && !expired_for_good(id, now)) {
+      } else if (n.marker == MarkerKind::kNone &&
+                 (expired == ExpiredEntries::kVisit || !expired_for_good(id, now))) {
         if (!visit(static_cast<const typename Ext::NodeExtra&>(n.extra), cursor.epoch, static_cast<const K&>(n.key),
                    static_cast<const V&>(n.value))) {
           cursor.done = true;

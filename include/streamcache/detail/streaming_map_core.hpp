@@ -134,9 +134,17 @@ class StreamingMapCore : public std::enable_shared_from_this<StreamingMapCore<K,
       throw std::invalid_argument("StreamingMap::stream_from: seq " + std::to_string(after_seq) +
                                   " is newer than last_seq() " + std::to_string(last));
     }
-    const uint64_t from = after_seq < options_.initial_seq ? 0 : after_seq - options_.initial_seq;
-    auto reader = std::make_unique<Reader>(this->shared_from_this(), ring_.subscribe_from(from + 1));
-    reader->begin_resume(std::max(after_seq, options_.initial_seq), last);
+    if (after_seq < options_.initial_seq) {
+      // Mutations this map never sequenced (an earlier incarnation's, initial_seq being
+      // where a restarted service continues its numbering): nothing can recover them but
+      // a relist (found by a review: the stream went on live past them, silently).
+      auto reader = std::make_unique<Reader>(this->shared_from_this(), ring_.subscribe_from(1));
+      reader->begin_relist(after_seq);
+      return reader;
+    }
+    auto reader = std::make_unique<Reader>(this->shared_from_this(),
+                                           ring_.subscribe_from(after_seq - options_.initial_seq + 1));
+    reader->begin_resume(after_seq, last);
     return reader;
   }
 
@@ -184,6 +192,14 @@ class StreamingMapCore : public std::enable_shared_from_this<StreamingMapCore<K,
         // std::invalid_argument. The subscriber's cursor did not move.
         first_pull_error_ = std::current_exception();
       }
+    }
+
+    /// stream_from(after_seq) below initial_seq: recovers at once, whatever the lag policy,
+    /// from a seq the removal log never covered (log_floor_), so with kReset and the state.
+    void begin_relist(uint64_t after_seq) {
+      next_live_ = after_seq + 1;
+      recover_pending_ = true;
+      force_recovery_ = true;
     }
 
     /// Replaces `out` with the next events (at least one, at most `max`). Returns false
@@ -276,7 +292,14 @@ class StreamingMapCore : public std::enable_shared_from_this<StreamingMapCore<K,
         // out of the shard's write-order list (release_history() would then corrupt the
         // list). A failed copy of a key (or a failed push_back) stops the walk here and is
         // rethrown once the marker is back in place; the stream then ends.
-        core.cache_->read_history(shard, cursor, per_shard_batch_,
+        // A recovery's incremental pass visits entries that have expired but are not
+        // removed yet: their expiry has no seq yet, so as of the cutoff they hold the value
+        // they are sent with (with publish_expirations the kRemove follows live). Skipped,
+        // the consumer would keep the value the entry's last write replaced (found by a
+        // review). Full passes skip them: the consumer's state starts empty, and get()
+        // does not return them either.
+        const auto expired = pass_all_ ? Cache::ExpiredEntries::kSkip : Cache::ExpiredEntries::kVisit;
+        core.cache_->read_history(shard, cursor, per_shard_batch_, expired,
                                   [&](const typename Ext::NodeExtra& x, uint32_t epoch, const K& k,
                                       const Value& v) noexcept {
                                     const uint64_t seq = StreamingMapCore::expand(x.seq, epoch);
@@ -556,7 +579,9 @@ class StreamingMapCore : public std::enable_shared_from_this<StreamingMapCore<K,
   Mutex removal_mu_;
   std::vector<std::pair<uint64_t, K>> removal_log_ ABSL_GUARDED_BY(removal_mu_);  // a ring
   uint64_t removal_log_next_ ABSL_GUARDED_BY(removal_mu_) = 0;  // removals logged so far
-  uint64_t log_floor_ ABSL_GUARDED_BY(removal_mu_) = 0;          // highest seq overwritten
+  // The highest seq overwritten; from initial_seq, since the log holds no removal of an
+  // earlier incarnation's (see open_stream_from()).
+  uint64_t log_floor_ ABSL_GUARDED_BY(removal_mu_) = options_.initial_seq;
 };
 
 }  // namespace streamcache::detail
