@@ -1503,6 +1503,10 @@ class CacheCore {
     const bool too_heavy = weight > max_weight || max_weight == 0;
     WriterLock<SharedMutex> lock(s.mu);
     units = 0;
+    // Before anything changes: room for the event every path below logs once the entry is
+    // written (and, with an extension, its seq published), where a failed push_back would
+    // leave a written entry unknown to the policy and the call throwing after its effect.
+    if (s.log.size() == s.log.capacity()) s.log.reserve(std::max<size_t>(16, 2 * s.log.size()));
     if constexpr (Ext::kOrderEpochs) {
       // Before anything changes: these may throw, placing the entry afterwards must not.
       if (s.spare_marker == kNoNode) s.spare_marker = allocate_locked(s, h);
