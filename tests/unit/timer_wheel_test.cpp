@@ -242,18 +242,60 @@ TEST(TimerWheel, AdvancesWithinOneTickHandOverEachNodeOnceAtItsDeadline) {
   for (NodeId id = 0; id < kNodes; ++id) EXPECT_EQ(cache.finest_passes(id), 0) << id;
 }
 
-TEST(TimerWheel, NodeMovedWithinTheCurrentTickIsHandedOverAtMostOnceEarly) {
+TEST(TimerWheel, NodeMovedEarlierWithinTheCurrentTickIsHandedOverOnlyAtItsNewDeadline) {
   const int64_t aligned = int64_t{1} << 40;
   FakeCache cache(2, aligned);
-  cache.schedule(0, aligned + 100);
-  cache.schedule(0, aligned + 300);  // its first heap entry is now stale
+  cache.schedule(0, aligned + 300);
+  cache.schedule(0, aligned + 100);  // its entry at 300 is no longer live
   cache.schedule(1, aligned + 200);
   cache.deschedule(1);               // likewise, and the node is gone
-  EXPECT_THAT(cache.advance(aligned + 250), IsEmpty());
-  EXPECT_LE(cache.finest_passes(0), 1);
+  EXPECT_THAT(cache.advance(aligned + 99), IsEmpty());
+  EXPECT_THAT(cache.advance(aligned + 250), ElementsAre(0u));
   EXPECT_FALSE(cache.live(1));
-  EXPECT_THAT(cache.advance(aligned + 300), ElementsAre(0u));
+  EXPECT_THAT(cache.advance(aligned + 300), IsEmpty());
+  EXPECT_EQ(cache.finest_passes(0), 0);
   EXPECT_EQ(cache.wheel().size(), 0u);
+}
+
+// Found by a second review: every schedule into the heap pushed an entry, and entries left
+// only when due, so rescheduling while the clock stood still grew the heap without bound
+// (2M rewrites of one key with a 100 us time-to-live, 32 MB).
+TEST(TimerWheel, RescheduleInTheCurrentTickKeepsTheHeapWithinItsNodes) {
+  constexpr NodeId kNodes = 64;
+  const int64_t aligned = int64_t{1} << 40;
+  FakeCache cache(kNodes, aligned);
+  const size_t bound = 2 * kNodes + Wheel::kHeapKeptCapacity;
+  for (int round = 0; round < 20000; ++round) {
+    const NodeId id = static_cast<NodeId>(round % kNodes);
+    switch (round % 3) {
+      case 0:  // the same deadline again (a rewrite on a stopped clock)
+        cache.schedule(id, aligned + 1000);
+        break;
+      case 1:  // an earlier one: a new entry
+        cache.schedule(id, aligned + 1000 - round % 997);
+        break;
+      default:  // out and back in
+        if (cache.live(id)) cache.deschedule(id);
+        cache.schedule(id, aligned + 500);
+        break;
+    }
+    ASSERT_LE(cache.wheel().heap_entries(), bound) << "round " << round;
+  }
+  EXPECT_THAT(cache.advance(aligned + 2000).size(), kNodes);
+  EXPECT_EQ(cache.wheel().size(), 0u);
+  EXPECT_EQ(cache.wheel().heap_entries(), 0u);
+}
+
+TEST(TimerWheel, NodeScheduledLaterWithinTheHeapIsHandedOverOnceEarlyThenAtItsDeadline) {
+  const int64_t aligned = int64_t{1} << 40;
+  FakeCache cache(1, aligned);
+  cache.schedule(0, aligned + 100);
+  cache.schedule(0, aligned + 300);  // keeps its entry at 100
+  EXPECT_EQ(cache.wheel().heap_entries(), 1u);
+  EXPECT_THAT(cache.advance(aligned + 100), IsEmpty());  // early: rescheduled at 300
+  EXPECT_EQ(cache.finest_passes(0), 1);
+  EXPECT_THAT(cache.advance(aligned + 299), IsEmpty());
+  EXPECT_THAT(cache.advance(aligned + 300), ElementsAre(0u));
 }
 
 TEST(TimerWheel, SchedulingAgainMovesTheNode) {

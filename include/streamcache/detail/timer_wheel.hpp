@@ -20,6 +20,8 @@ namespace streamcache::detail {
 struct TimerWheelHook {
   static constexpr uint16_t kNotScheduled = 0xFFFF;
 
+  /// A list's links; while the node is in the wheel's heap (no list then), the
+  /// deadline of its live heap entry instead (see TimerWheel::heap_deadline()).
   ListHook links;
   /// Where the node is: `level * 64 + index` for the levels' lists, then the
   /// overflow list, the wheel's pending list (during advance()), and its heap of
@@ -58,19 +60,25 @@ static_assert(sizeof(TimerWheelHook) <= 12, "the hook is part of every cache ent
 /// re-taken whole by every advance() cost O(its size) per advance, quadratic
 /// when many entries with short lifetimes were written within one tick (found
 /// by a review: 20000 inserts with a 100 us time-to-live on a stopped clock took
-/// 10 s). Heap entries are left behind when their node is descheduled or moved
-/// (the node's `bucket` then no longer says kHeap and the entry is skipped); a
-/// node moved back into the heap may be handed over once early, at its stale
-/// entry's deadline. If the heap cannot grow (std::bad_alloc) the node goes to
-/// the current level-0 bucket instead, which every advance() takes whole, as
-/// before the heap.
+/// 10 s). A node in the heap has one live entry, whose deadline its hook keeps
+/// (in the links it has no use for there); scheduled again at a later deadline it
+/// keeps that entry (it is handed over early, once, and rescheduled), at an
+/// earlier one it gets a new entry. Entries that are no longer live (the node
+/// moved, was descheduled, or got an earlier entry) stay behind and are skipped
+/// when popped; once they outnumber the live ones (plus kHeapKeptCapacity) the
+/// heap is compacted, so it holds O(nodes in the heap) entries however often they
+/// are rescheduled while the clock stands still (found by a second review: 2M
+/// rewrites of one key with a 100 us time-to-live on a stopped clock, 32 MB).
+/// If the heap cannot grow (std::bad_alloc) the node goes to the current level-0
+/// bucket instead, which every advance() takes whole, as before the heap.
 ///
 /// The wheel stores no deadlines in its lists: a node taken from a coarse
 /// bucket is handed to `on_due`, which either expires it or schedules it again
 /// at its real deadline, which then lands on a strictly finer level or in the
 /// heap (its deadline and the new time share the coarse tick). Hence each node
 /// is handed over early at most once per level it passes through (6), plus once
-/// per 2^56 ns (~2.3 years) spent in overflow, plus once per stale heap entry.
+/// per 2^56 ns (~2.3 years) spent in overflow, plus once per time it is scheduled
+/// again at a later deadline while in the heap.
 ///
 /// Not thread-safe: the cache drives it under its maintenance lock.
 template <class HookOf>  // HookOf: cheap copyable callable NodeId -> TimerWheelHook&
@@ -82,6 +90,9 @@ class TimerWheel {
   /// Level 0 buckets span 2^20 ns ~ 1.05 ms; deadlines within the current one
   /// are kept in the heap, in deadline order.
   static constexpr int kFinestShift = 20;
+  /// The heap's slack: it is compacted when its entries reach twice its nodes plus
+  /// this, and an emptied heap keeps up to this many entries' worth of memory.
+  static constexpr size_t kHeapKeptCapacity = 1024;
   /// log2 of the span of one bucket of `level`; shift(kLevels) is the span of
   /// the overflow list's tick.
   static constexpr int shift(int level) { return kFinestShift + kBucketBits * level; }
@@ -95,24 +106,31 @@ class TimerWheel {
   /// Schedules `id` to be handed over by the first advance() to a time >=
   /// `deadline_ns`, moving it if it is already scheduled. O(1).
   void schedule(NodeId id, int64_t deadline_ns) {
+    TimerWheelHook& h = hook_of_(id);
     uint16_t bucket = bucket_for(deadline_ns);
     if (bucket == kHeap) {
+      // Already in the heap, due no later than this: its entry stands (it hands the
+      // node over early, which on_due answers by scheduling it again).
+      if (h.bucket == kHeap && heap_deadline(h) <= deadline_ns) return;
       // First, so that a failure to grow leaves the wheel as it was: the node
       // then goes to the current level-0 bucket (see the class comment).
       try {
+        if (heap_.size() >= 2 * heap_nodes_ + kHeapKeptCapacity) compact_heap();
         heap_.emplace_back(deadline_ns, id);
         std::push_heap(heap_.begin(), heap_.end(), std::greater<>());
       } catch (const std::bad_alloc&) {
         bucket = static_cast<uint16_t>((now_ >> shift(0)) & kIndexMask);
       }
     }
-    TimerWheelHook& h = hook_of_(id);
     if (h.bucket == TimerWheelHook::kNotScheduled) {
       ++size_;
     } else {
       unlink(id, h);
     }
-    if (bucket != kHeap) {
+    if (bucket == kHeap) {
+      ++heap_nodes_;
+      set_heap_deadline(h, deadline_ns);
+    } else {
       lists_[bucket].push_back(id);
       if (bucket != kOverflow) occupied_[bucket >> kBucketBits] |= uint64_t{1} << (bucket & kIndexMask);
     }
@@ -132,6 +150,10 @@ class TimerWheel {
 
   /// Scheduled nodes, including those an advance() has yet to hand over.
   size_t size() const { return size_; }
+
+  /// Entries in the heap of the current tick's deadlines, live or not (for tests: it
+  /// stays within twice the nodes in the heap plus kHeapKeptCapacity).
+  size_t heap_entries() const { return heap_.size(); }
 
   /// The wheel's time: the largest now_ns given to the constructor or advance().
   int64_t now() const { return now_; }
@@ -179,6 +201,7 @@ class TimerWheel {
       if (h.bucket == kHeap) h.bucket = TimerWheelHook::kNotScheduled;
     }
     release_heap();
+    heap_nodes_ = 0;
     for (uint64_t& bits : occupied_) bits = 0;
     size_ = 0;
   }
@@ -194,10 +217,10 @@ class TimerWheel {
   static constexpr uint16_t kOverflow = kLevels * kBuckets;
   static constexpr uint16_t kPending = kOverflow + 1;
   static constexpr uint16_t kHeap = kPending + 1;
+  static constexpr uint16_t kHeapKept = kHeap + 1;  // during compact_heap() only
   static constexpr int64_t kIndexMask = kBuckets - 1;
-  static_assert(kHeap < TimerWheelHook::kNotScheduled);
-  // An emptied heap keeps up to this many entries' worth of memory.
-  static constexpr size_t kHeapKeptCapacity = 1024;
+  static_assert(kHeapKept < TimerWheelHook::kNotScheduled);
+  static_assert(sizeof(ListHook) == sizeof(int64_t), "a heap node's links hold its entry's deadline");
   static_assert(shift(kLevels) < 63, "the overflow tick must be a real shift of int64");
 
   uint16_t bucket_for(int64_t deadline_ns) const {
@@ -220,7 +243,10 @@ class TimerWheel {
 
   void unlink(NodeId id, const TimerWheelHook& h) {
     const uint16_t bucket = h.bucket;
-    if (bucket == kHeap) return;  // its heap entry is skipped once the hook says otherwise
+    if (bucket == kHeap) {  // its entry is skipped once the hook says otherwise
+      --heap_nodes_;
+      return;
+    }
     List& list = list_of(bucket);
     list.remove(id);
     if (bucket < kOverflow && list.empty()) {
@@ -234,16 +260,40 @@ class TimerWheel {
     // is no longer in the heap (moved, descheduled, or already taken through
     // another entry) is skipped.
     while (!heap_.empty() && heap_.front().first <= to) {
-      const NodeId id = heap_.front().second;
+      const auto [deadline, id] = heap_.front();
       std::pop_heap(heap_.begin(), heap_.end(), std::greater<>());
       heap_.pop_back();
       TimerWheelHook& h = hook_of_(id);
-      if (h.bucket != kHeap) continue;
+      if (!live(h, deadline)) continue;
+      --heap_nodes_;
       h.bucket = kPending;
-      pending_.push_back(id);
+      pending_.push_back(id);  // overwrites the links that held the deadline
     }
     if (heap_.empty() && heap_.capacity() > kHeapKeptCapacity) release_heap();
     take_due_from_lists(to);
+  }
+
+  static int64_t heap_deadline(const TimerWheelHook& h) { return std::bit_cast<int64_t>(h.links); }
+  static void set_heap_deadline(TimerWheelHook& h, int64_t deadline) { h.links = std::bit_cast<ListHook>(deadline); }
+  static bool live(const TimerWheelHook& h, int64_t deadline) {
+    return h.bucket == kHeap && heap_deadline(h) == deadline;
+  }
+
+  /// Drops every entry that is not live, and duplicates of a live one (a node that
+  /// left the heap and came back at the same deadline has two), then rebuilds the heap.
+  /// O(entries); schedule() calls it once they reach twice the nodes in the heap (plus
+  /// kHeapKeptCapacity), so it costs O(1) per schedule amortized.
+  void compact_heap() {
+    size_t kept = 0;
+    for (const auto& entry : heap_) {
+      TimerWheelHook& h = hook_of_(entry.second);
+      if (!live(h, entry.first)) continue;
+      h.bucket = kHeapKept;  // a second entry of the node no longer passes live()
+      heap_[kept++] = entry;
+    }
+    heap_.resize(kept);
+    for (const auto& entry : heap_) hook_of_(entry.second).bucket = kHeap;
+    std::make_heap(heap_.begin(), heap_.end(), std::greater<>());
   }
 
   void release_heap() {
@@ -301,8 +351,10 @@ class TimerWheel {
   // Nodes taken by the advance() in progress, not yet handed to on_due.
   List pending_;
   // A min-heap (std::greater) of (deadline, node) for deadlines with
-  // tick_0(deadline) <= tick_0(now_); may hold stale entries (see take_due()).
+  // tick_0(deadline) <= tick_0(now_); may hold entries that are no longer live
+  // (see the class comment). heap_nodes_: the nodes whose hook says kHeap.
   std::vector<std::pair<int64_t, NodeId>> heap_;
+  size_t heap_nodes_ = 0;
 };
 
 }  // namespace streamcache::detail
