@@ -1122,14 +1122,19 @@ class PausingClock : public Clock {
   static inline thread_local int pause_at_call_ = 0;
 };
 
+// A cache whose entries expire after 10 s without a read, on `clock`, reporting to `removals`.
+StringCache idle_for_10s(std::shared_ptr<Clock> clock, Removals& removals) {
+  return StringCache::builder()
+      .clock(std::move(clock))
+      .time_to_idle(seconds(10))
+      .eviction_listener(removals.listener())
+      .build();
+}
+
 TEST(CacheRaces, ReaderWithAStaleClockNeverMovesTimeToIdleBackwards) {
   auto clock = std::make_shared<PausingClock>();
   Removals removals;
-  auto cache = StringCache::builder()
-                   .clock(clock)
-                   .time_to_idle(seconds(10))
-                   .eviction_listener(removals.listener())
-                   .build();
+  auto cache = idle_for_10s(clock, removals);
   cache.insert(1, "one");
   cache.run_pending_tasks();  // the wheel has it at 10 s
   clock->advance(seconds(1));
@@ -1153,32 +1158,32 @@ TEST(CacheRaces, ReaderWithAStaleClockNeverMovesTimeToIdleBackwards) {
   EXPECT_EQ(removals.count(RemovalCause::kExpired), 1u);
 }
 
-// Found by a review: a reader that read the clock before the idle deadline and reached the
-// entry after it found it live by its own reading, returned it and moved time-to-idle on,
-// so an entry that contains_key() and for_each() had just found expired came back, with no
-// write, and was never reported. A call that finds an entry expired now seals it.
-TEST(CacheRaces, AnEntryFoundExpiredStaysExpiredForReadersWithOlderClockReadings) {
-  auto clock = std::make_shared<PausingClock>();
-  Removals removals;
-  auto cache = StringCache::builder()
-                   .clock(clock)
-                   .time_to_idle(seconds(10))
-                   .eviction_listener(removals.listener())
-                   .build();
-  cache.insert(1, "one");
-  clock->advance(seconds(9));
-  std::optional<std::string> stale_read = "(not read)";
-  std::thread stale([&] {
+// A get(key) on another thread that reads the clock, then stalls before its shard lock
+// until clock.release(); returns once it has stalled. Its result goes to `result`.
+std::thread stalled_get(StringCache& cache, PausingClock& clock, int key, std::optional<std::string>& result) {
+  std::thread reader([&cache, &result, key] {
     PausingClock::pause_this_thread_at_call(1);
-    stale_read = cache.get(1);  // reads 9 s, then stalls before its shard lock
+    result = cache.get(key);
   });
-  while (!clock->paused()) std::this_thread::yield();
-  clock->advance(seconds(2));  // 11 s: idle since 0 s, expired at 10 s
+  while (!clock.paused()) std::this_thread::yield();
+  return reader;
+}
+
+// Found by a review: a reader that read the clock before the entry's deadline (9 s) and
+// reached it after (11 s) found it live by its own reading, returned it and moved the
+// deadline on, so an entry that contains_key() and for_each() had just found expired came
+// back, with no write, and was never reported. A call that finds an entry expired now
+// seals it. `cache` holds key 1, written at 0 s and due at 10 s unless read.
+void expect_an_entry_found_expired_to_stay_expired(StringCache& cache, PausingClock& clock, Removals& removals) {
+  clock.advance(seconds(9));
+  std::optional<std::string> stale_read = "(not read)";
+  std::thread stale = stalled_get(cache, clock, 1, stale_read);
+  clock.advance(seconds(2));  // 11 s
   EXPECT_FALSE(cache.contains_key(1));
   int visited = 0;
   cache.for_each([&](const int&, const std::string&) { ++visited; });
   EXPECT_EQ(visited, 0);
-  clock->release();
+  clock.release();
   stale.join();
   EXPECT_EQ(stale_read, std::nullopt) << "found expired at 11 s, returned by a read at 9 s that came after";
   EXPECT_FALSE(cache.contains_key(1)) << "an entry found expired is live again, with no write";
@@ -1186,6 +1191,14 @@ TEST(CacheRaces, AnEntryFoundExpiredStaysExpiredForReadersWithOlderClockReadings
   cache.run_pending_tasks();
   EXPECT_EQ(cache.entry_count(), 0u);
   EXPECT_EQ(removals.count(RemovalCause::kExpired), 1u);
+}
+
+TEST(CacheRaces, AnEntryFoundExpiredStaysExpiredForReadersWithOlderClockReadings) {
+  auto clock = std::make_shared<PausingClock>();
+  Removals removals;
+  auto cache = idle_for_10s(clock, removals);
+  cache.insert(1, "one");
+  expect_an_entry_found_expired_to_stay_expired(cache, *clock, removals);
 }
 
 // Every read's hook keeps the entry 10 s from the read: a per-entry deadline that readers
@@ -1209,22 +1222,7 @@ TEST(CacheRaces, AnEntryFoundExpiredStaysExpiredWhenAStaleReadersExpiryHookWould
                    .eviction_listener(removals.listener())
                    .build();
   cache.insert(1, "one");
-  clock->advance(seconds(9));
-  std::optional<std::string> stale_read = "(not read)";
-  std::thread stale([&] {
-    PausingClock::pause_this_thread_at_call(1);
-    stale_read = cache.get(1);
-  });
-  while (!clock->paused()) std::this_thread::yield();
-  clock->advance(seconds(2));
-  EXPECT_FALSE(cache.contains_key(1));
-  clock->release();
-  stale.join();
-  EXPECT_EQ(stale_read, std::nullopt);
-  EXPECT_FALSE(cache.contains_key(1));
-  cache.run_pending_tasks();
-  EXPECT_EQ(cache.entry_count(), 0u);
-  EXPECT_EQ(removals.count(RemovalCause::kExpired), 1u);
+  expect_an_entry_found_expired_to_stay_expired(cache, *clock, removals);
 }
 
 TEST(CacheRaces, GetWithThatFindsTheValueUnderTheLockCountsOneHitAndNoMiss) {
