@@ -104,7 +104,8 @@ class TimerWheel {
         pending_(LinksOf{hook_of}) {}
 
   /// Schedules `id` to be handed over by the first advance() to a time >=
-  /// `deadline_ns`, moving it if it is already scheduled. O(1).
+  /// `deadline_ns`, moving it if it is already scheduled. O(1); O(log n) amortized
+  /// for a deadline in the current finest tick (the heap).
   void schedule(NodeId id, int64_t deadline_ns) {
     TimerWheelHook& h = hook_of_(id);
     uint16_t bucket = bucket_for(deadline_ns);
