@@ -683,11 +683,18 @@ TEST(FutureSequence, StreamFromBeforeTheMapsFirstSeqRecoversTheWholeState) {
   Map map(o);
   map.insert(1, 1);
   map.insert(2, 2);
-  std::map<int, int> state;
+  std::map<int, int> state{{7, 7}};  // what the consumer had from the earlier numbering
+  bool reset = false;
   for (const auto& e : map.stream_from(5)) {  // older than anything the map ever had
+    if (e.kind == EventKind::kReset) {        // first: this map never had 6..100
+      reset = true;
+      state.clear();
+      continue;
+    }
     state[e.key] = *e.value;
     if (state.size() == 2) break;
   }
+  EXPECT_TRUE(reset);
   EXPECT_THAT(state, ::testing::ElementsAre(std::pair{1, 1}, std::pair{2, 2}));
 }
 
