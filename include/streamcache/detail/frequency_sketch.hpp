@@ -101,8 +101,9 @@ class FrequencySketch {
     if (table_.empty()) return 0;
     const Slots slots = slots_of(hash);
     Block& block = table_[slots.block];
-    // Without branches: which counters are saturated is a coin toss per key, and the
-    // four counters are in four different words, so each is one load, add and store.
+    // Written without branches (which counters are saturated is a coin toss per key; the
+    // compiler may still choose to branch): the four counters are in four different
+    // words, so each is one load, add and store.
     uint32_t added = 0;
     uint32_t estimate = kMaxFrequency;
     for (uint32_t i = 0; i < 4; ++i) {
@@ -148,7 +149,8 @@ class FrequencySketch {
   /// Where a key's counters are: counter i is in word 2i or 2i + 1 of the block, at the
   /// nibble that byte i of counter_hash picks. Computed per counter rather than kept in
   /// arrays: with the loops unrolled, everything stays in registers (arrays of words and
-  /// shifts went through memory, and an increment cost ~150 instructions instead of ~60).
+  /// shifts went through memory: 156 instructions per increment in a loop of increments
+  /// under callgrind, 135 now; docs/notes/cache_benchmarks.md, session 20).
   struct Slots {
     size_t block;
     uint32_t counter_hash;
